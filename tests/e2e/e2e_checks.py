@@ -1,0 +1,68 @@
+"""Shared checks for the end-to-end tests: votes in the database, the leaderboard."""
+
+from __future__ import annotations
+
+import time
+
+import requests
+from e2e_harness import LiveServer, session_payload
+
+VERDICT_FIELDS = {"dope": ("votes", "approvals"), "nope": ("votes",), "skip": ("skips",)}
+
+
+def voter_id_of(context, server: LiveServer) -> str:
+    """Return the voter id in a browser context's session cookie."""
+    cookies = [c for c in context.cookies(server.url) if c["name"] == "session"]
+    assert cookies, "the browser got no session cookie"
+    return session_payload(cookies[0]["value"])["voter"]
+
+
+def votes_of(server: LiveServer, voter: str) -> list[tuple]:
+    """Return (verdict, decision_ms, variant slug, pair id) of a voter's votes, oldest first."""
+    return server.query(
+        "SELECT vote.verdict, vote.decision_ms, variant.slug, vote.pair_id FROM vote "
+        "JOIN variant ON variant.id = vote.variant_id WHERE vote.voter_id = ? ORDER BY vote.id",
+        (voter,))
+
+
+def wait_for_votes(server: LiveServer, voter: str, n: int, timeout: float = 20) -> list[tuple]:
+    """Poll the database until the voter has n votes (never more); return them."""
+    deadline = time.monotonic() + timeout
+    rows = votes_of(server, voter)
+    while len(rows) < n and time.monotonic() < deadline:
+        time.sleep(0.05)
+        rows = votes_of(server, voter)
+    assert len(rows) == n, f"expected {n} votes in the database, found {rows}"
+    return rows
+
+
+def leaderboard(server: LiveServer) -> dict[str, dict]:
+    """Return /api/leaderboard's rows by slug."""
+    r = requests.get(server.url + "/api/leaderboard", timeout=10)
+    assert r.status_code == 200, r.text
+    return {row["slug"]: row for row in r.json()["variants"]}
+
+
+def assert_leaderboard_counts_votes(server: LiveServer) -> dict[str, dict]:
+    """Every variant's leaderboard counts equal the votes in the database."""
+    board = leaderboard(server)
+    rows = server.query("SELECT variant.slug, vote.verdict, COUNT(*) FROM vote "
+                        "JOIN variant ON variant.id = vote.variant_id "
+                        "GROUP BY variant.slug, vote.verdict")
+    counts: dict[str, dict[str, int]] = {}
+    for slug, verdict, n in rows:
+        counts.setdefault(slug, {})[verdict] = n
+    for slug, row in board.items():
+        c = counts.get(slug, {})
+        assert row["votes"] == c.get("dope", 0) + c.get("nope", 0), (slug, row, c)
+        assert row["approvals"] == c.get("dope", 0), (slug, row, c)
+        assert row["skips"] == c.get("skip", 0), (slug, row, c)
+    return board
+
+
+def assert_on_leaderboard(before: dict, after: dict, slug: str, verdict: str) -> None:
+    """The one new vote (slug, verdict) moved exactly the right leaderboard counts."""
+    for s, row in after.items():
+        for key in ("votes", "approvals", "skips"):
+            bump = 1 if s == slug and key in VERDICT_FIELDS[verdict] else 0
+            assert row[key] == before[s][key] + bump, (s, key, before[s], row)

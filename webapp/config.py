@@ -1,0 +1,93 @@
+"""Default configuration; the environment and create_app(test_config) override it."""
+
+from __future__ import annotations
+
+import logging
+import os
+
+logger = logging.getLogger(__name__)
+
+DEV_SECRET_KEY = "dev-only-not-secret"
+DEMO_TEAM_PASSWORD = "dope-demo"
+
+DEFAULTS = {
+    "SECRET_KEY": None,
+    "SQLALCHEMY_DATABASE_URI": None,  # instance/dope.sqlite3 unless DATABASE_URL is set
+    "SQLALCHEMY_ENGINE_OPTIONS": {"pool_pre_ping": True},
+    "SESSION_COOKIE_HTTPONLY": True,
+    "SESSION_COOKIE_SAMESITE": "Lax",
+    "DOPE_IMAGE_DIR": None,  # instance/images
+    "DOPE_CONTROL_SHARE": 0.1,
+    "DOPE_TOKEN_TTL": 900,  # seconds a pair token stays valid
+    "DOPE_MAX_VOTES_PER_HOUR": 600,
+    "DOPE_MAX_PAIRS_PER_HOUR": 1800,
+    "DOPE_MIN_VOTE_INTERVAL_MS": 250,
+    "DOPE_MAX_BODY_BYTES": 4096,
+    "DOPE_TEAM_PASSWORD": None,
+    "DOPE_DEMO": False,
+}
+
+
+class ConfigError(RuntimeError):
+    """The app cannot start with this configuration."""
+
+
+def _coerce(value: str, default):
+    if isinstance(default, bool):
+        return value.strip().lower() in ("1", "true", "yes", "on")
+    if isinstance(default, int):
+        return int(value)
+    if isinstance(default, float):
+        return float(value)
+    return value
+
+
+def normalise_database_url(url: str) -> str:
+    """Point postgres:// and postgresql:// URLs at the psycopg 3 driver."""
+    for prefix in ("postgres://", "postgresql://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url[len(prefix):]
+    return url
+
+
+def from_environ(environ=os.environ) -> dict:
+    """Return the settings the environment gives, coerced to the defaults' types."""
+    out = {}
+    for key, default in DEFAULTS.items():
+        if key.startswith("DOPE_") and key in environ:
+            try:
+                out[key] = _coerce(environ[key], default)
+            except ValueError as exc:
+                raise ConfigError(f"{key}={environ[key]!r} is not a valid value") from exc
+    secret = environ.get("SECRET_KEY") or environ.get("DOPE_SECRET_KEY")
+    if secret:
+        out["SECRET_KEY"] = secret
+    if environ.get("DATABASE_URL"):
+        out["SQLALCHEMY_DATABASE_URI"] = normalise_database_url(environ["DATABASE_URL"])
+    return out
+
+
+def dev_mode(config, environ=os.environ) -> bool:
+    """Return True when a dev fallback secret is acceptable."""
+    flag = environ.get("FLASK_DEBUG", "").lower() in ("1", "true")
+    return flag or bool(config.get("DOPE_DEMO")) or bool(config.get("TESTING"))
+
+
+def finish(config, instance_path: str, environ=os.environ) -> None:
+    """Fill derived defaults and refuse to run without a secret outside dev."""
+    if not config.get("SECRET_KEY"):
+        if not dev_mode(config, environ):
+            raise ConfigError(
+                "SECRET_KEY is not set. Set SECRET_KEY in the environment "
+                "(or FLASK_DEBUG=1 / DOPE_DEMO=1 for a local dev fallback).")
+        config["SECRET_KEY"] = DEV_SECRET_KEY
+        logger.warning("Using the dev fallback SECRET_KEY; never do this in production.")
+    if not config.get("SQLALCHEMY_DATABASE_URI"):
+        path = os.path.join(instance_path, "dope.sqlite3")
+        config["SQLALCHEMY_DATABASE_URI"] = "sqlite:///" + path
+    config["SQLALCHEMY_DATABASE_URI"] = normalise_database_url(config["SQLALCHEMY_DATABASE_URI"])
+    if not config.get("DOPE_IMAGE_DIR"):
+        config["DOPE_IMAGE_DIR"] = os.path.join(instance_path, "images")
+    if not config.get("DOPE_TEAM_PASSWORD") and config.get("DOPE_DEMO"):
+        config["DOPE_TEAM_PASSWORD"] = DEMO_TEAM_PASSWORD
+        logger.warning("Demo mode: the team page password is %r.", DEMO_TEAM_PASSWORD)

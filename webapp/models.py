@@ -1,0 +1,137 @@
+"""Database models: builds, variants, images, pairs, issued tokens, voters and votes."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import sqlalchemy as sa
+import sqlalchemy.orm as so
+
+from .extensions import db
+
+VERDICTS = ("dope", "nope", "skip")
+
+
+def utcnow() -> datetime:
+    """Return the current time in UTC, naive (the database stores UTC)."""
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
+class Build(db.Model):
+    id: so.Mapped[int] = so.mapped_column(primary_key=True)
+    build_id: so.Mapped[str] = so.mapped_column(sa.String(128), unique=True)
+    format_version: so.Mapped[int]
+    engine_version: so.Mapped[str | None] = so.mapped_column(sa.String(64))
+    created_at: so.Mapped[str | None] = so.mapped_column(sa.String(64))
+    imported_at: so.Mapped[datetime] = so.mapped_column(default=utcnow)
+
+    def __repr__(self) -> str:
+        return f"<Build {self.build_id}>"
+
+
+class Variant(db.Model):
+    id: so.Mapped[int] = so.mapped_column(primary_key=True)
+    slug: so.Mapped[str] = so.mapped_column(sa.String(128), unique=True)
+    name: so.Mapped[str] = so.mapped_column(sa.String(256))
+    network: so.Mapped[str | None] = so.mapped_column(sa.String(128))
+    layer: so.Mapped[str | None] = so.mapped_column(sa.String(64))
+    metric: so.Mapped[str | None] = so.mapped_column(sa.String(64))
+    control: so.Mapped[bool] = so.mapped_column(default=False)
+    offline_accuracy: so.Mapped[float | None]
+    build_id: so.Mapped[int] = so.mapped_column(sa.ForeignKey(Build.id), index=True)
+    # Counters kept in the vote's own transaction so the leaderboard never scans votes.
+    dope_count: so.Mapped[int] = so.mapped_column(default=0, server_default="0")
+    nope_count: so.Mapped[int] = so.mapped_column(default=0, server_default="0")
+    skip_count: so.Mapped[int] = so.mapped_column(default=0, server_default="0")
+
+    build: so.Mapped[Build] = so.relationship()
+
+    def __repr__(self) -> str:
+        return f"<Variant {self.slug}>"
+
+
+class Image(db.Model):
+    __table_args__ = (sa.UniqueConstraint("image_id", "file"),)
+
+    id: so.Mapped[int] = so.mapped_column(primary_key=True)
+    image_id: so.Mapped[str] = so.mapped_column(sa.String(128), index=True)
+    file: so.Mapped[str] = so.mapped_column(sa.String(80))  # <sha256>.<ext>
+    category: so.Mapped[str] = so.mapped_column(sa.String(128), index=True)
+    item_id: so.Mapped[str | None] = so.mapped_column(sa.String(128))
+
+    @property
+    def sha(self) -> str:
+        return self.file.split(".", 1)[0]
+
+    def __repr__(self) -> str:
+        return f"<Image {self.image_id}>"
+
+
+class Pair(db.Model):
+    __table_args__ = (sa.UniqueConstraint("variant_id", "query_id", "match_id"),)
+
+    id: so.Mapped[int] = so.mapped_column(primary_key=True)
+    query_id: so.Mapped[int] = so.mapped_column(sa.ForeignKey(Image.id), index=True)
+    match_id: so.Mapped[int] = so.mapped_column(sa.ForeignKey(Image.id), index=True)
+    variant_id: so.Mapped[int] = so.mapped_column(sa.ForeignKey(Variant.id), index=True)
+    build_id: so.Mapped[int] = so.mapped_column(sa.ForeignKey(Build.id), index=True)
+    rank: so.Mapped[int] = so.mapped_column(default=1)
+    distance: so.Mapped[float | None]
+
+    query_image: so.Mapped[Image] = so.relationship(foreign_keys=[query_id])
+    match_image: so.Mapped[Image] = so.relationship(foreign_keys=[match_id])
+    variant: so.Mapped[Variant] = so.relationship()
+    build: so.Mapped[Build] = so.relationship()
+
+    def __repr__(self) -> str:
+        return f"<Pair {self.id}>"
+
+
+class Voter(db.Model):
+    """An anonymous session; the rate-limit window lives here so all workers share it."""
+
+    id: so.Mapped[str] = so.mapped_column(sa.String(32), primary_key=True)
+    created_at: so.Mapped[datetime] = so.mapped_column(default=utcnow)
+    last_vote_at: so.Mapped[datetime | None]
+    window_start: so.Mapped[datetime | None]
+    window_votes: so.Mapped[int] = so.mapped_column(default=0, server_default="0")
+    votes_cast: so.Mapped[int] = so.mapped_column(default=0, server_default="0")
+
+    def __repr__(self) -> str:
+        return f"<Voter {self.id}>"
+
+
+class IssuedToken(db.Model):
+    __table_args__ = (sa.Index("ix_issued_token_voter_issued_at", "voter_id", "issued_at"),)
+
+    id: so.Mapped[int] = so.mapped_column(primary_key=True)
+    nonce: so.Mapped[str] = so.mapped_column(sa.String(32), unique=True)
+    voter_id: so.Mapped[str] = so.mapped_column(sa.ForeignKey(Voter.id), index=True)
+    pair_id: so.Mapped[int] = so.mapped_column(sa.ForeignKey(Pair.id), index=True)
+    issued_at: so.Mapped[datetime] = so.mapped_column(default=utcnow)
+    used: so.Mapped[bool] = so.mapped_column(default=False)
+
+    pair: so.Mapped[Pair] = so.relationship()
+
+
+class Vote(db.Model):
+    __table_args__ = (
+        sa.Index("ix_vote_voter_id_created_at", "voter_id", "created_at"),
+        sa.Index("ix_vote_variant_id_verdict", "variant_id", "verdict"),
+    )
+
+    id: so.Mapped[int] = so.mapped_column(primary_key=True)
+    pair_id: so.Mapped[int] = so.mapped_column(sa.ForeignKey(Pair.id), index=True)
+    variant_id: so.Mapped[int] = so.mapped_column(sa.ForeignKey(Variant.id), index=True)
+    voter_id: so.Mapped[str] = so.mapped_column(sa.ForeignKey(Voter.id), index=True)
+    verdict: so.Mapped[str] = so.mapped_column(sa.String(8))
+    created_at: so.Mapped[datetime] = so.mapped_column(default=utcnow, index=True)
+    decision_ms: so.Mapped[int | None]
+    # Unique: a token buys exactly one vote, even when replays race each other.
+    token_nonce: so.Mapped[str] = so.mapped_column(sa.String(32), unique=True)
+
+    pair: so.Mapped[Pair] = so.relationship()
+    variant: so.Mapped[Variant] = so.relationship()
+
+    def __repr__(self) -> str:
+        return f"<Vote {self.id} {self.verdict}>"

@@ -1,0 +1,150 @@
+"""The team view: detailed results behind a password, and vote downloads."""
+
+from __future__ import annotations
+
+import functools
+import hmac
+from datetime import datetime, timedelta
+
+import sqlalchemy as sa
+import sqlalchemy.orm as so
+from flask import (
+    Blueprint,
+    Response,
+    abort,
+    current_app,
+    flash,
+    redirect,
+    render_template,
+    request,
+    session,
+    stream_with_context,
+    url_for,
+)
+
+from .export import csv_lines, jsonl_lines
+from .extensions import db
+from .leaderboard import leaderboard
+from .models import Image, Pair, Variant, Vote, utcnow
+from .tokens import csrf_ok
+
+bp = Blueprint("team", __name__, url_prefix="/team")
+
+SAMPLES = 4
+HOURS = 48
+
+
+def login_required(view):
+    """Send visitors who are not signed in to the login form."""
+    @functools.wraps(view)
+    def wrapped(**kwargs):
+        if not current_app.config.get("DOPE_TEAM_PASSWORD") or not session.get("team"):
+            return redirect(url_for("team.page"))
+        return view(**kwargs)
+    return wrapped
+
+
+def check_csrf() -> None:
+    """Refuse a form post whose CSRF token does not match the session's."""
+    if not csrf_ok(request.form.get("csrf_token")):
+        abort(400, "The form expired or did not come from this site; please try again.")
+
+
+@bp.get("/")
+def page():
+    password = current_app.config.get("DOPE_TEAM_PASSWORD")
+    if not password:
+        return render_template("team_login.html", disabled=True)
+    if not session.get("team"):
+        return render_template("team_login.html", disabled=False)
+    return render_template("team.html", board=leaderboard(), categories=category_table(),
+                           samples=samples(), timeline=votes_over_time())
+
+
+@bp.post("/login")
+def login():
+    check_csrf()
+    password = current_app.config.get("DOPE_TEAM_PASSWORD")
+    given = request.form.get("password", "")
+    if not password:
+        abort(404)
+    if not hmac.compare_digest(given.encode(), password.encode()):
+        flash("Wrong password.", "error")
+        return render_template("team_login.html", disabled=False), 401
+    session["team"] = True
+    return redirect(url_for("team.page"))
+
+
+@bp.post("/logout")
+def logout():
+    check_csrf()
+    session.pop("team", None)
+    return redirect(url_for("game.index"))
+
+
+def category_table() -> dict:
+    """Return approval per variant and query category: {slug: {category: (dope, votes)}}."""
+    stmt = (sa.select(Variant.slug, Image.category, Vote.verdict, sa.func.count())
+            .join(Pair, Pair.id == Vote.pair_id).join(Image, Image.id == Pair.query_id)
+            .join(Variant, Variant.id == Vote.variant_id)
+            .where(Vote.verdict != "skip")
+            .group_by(Variant.slug, Image.category, Vote.verdict))
+    table: dict = {"categories": set(), "cells": {}}
+    for slug, category, verdict, n in db.session.execute(stmt):
+        table["categories"].add(category)
+        dope, votes = table["cells"].get((slug, category), (0, 0))
+        table["cells"][(slug, category)] = (dope + n * (verdict == "dope"), votes + n)
+    table["categories"] = sorted(table["categories"])
+    return table
+
+
+def samples() -> dict:
+    """Return the latest approved and rejected pairs per variant."""
+    out = {}
+    for variant in db.session.scalars(sa.select(Variant).order_by(Variant.name)):
+        out[variant.slug] = {"name": variant.name}
+        for verdict in ("dope", "nope"):
+            stmt = (sa.select(Pair).join(Vote, Vote.pair_id == Pair.id)
+                    .where(Vote.variant_id == variant.id, Vote.verdict == verdict)
+                    .options(so.joinedload(Pair.query_image), so.joinedload(Pair.match_image))
+                    .order_by(Vote.id.desc()).limit(SAMPLES))
+            out[variant.slug][verdict] = db.session.scalars(stmt).unique().all()
+    return out
+
+
+def _hour_bucket():
+    if db.engine.dialect.name == "sqlite":
+        return sa.func.strftime("%Y-%m-%d %H:00", Vote.created_at)
+    return sa.func.to_char(sa.func.date_trunc("hour", Vote.created_at), "YYYY-MM-DD HH24:00")
+
+
+def votes_over_time(hours: int = HOURS) -> list[tuple[str, int]]:
+    """Return (hour, votes) for the last `hours` hours, oldest first, empty hours included."""
+    now = utcnow().replace(minute=0, second=0, microsecond=0)
+    since = now - timedelta(hours=hours - 1)
+    bucket = _hour_bucket()
+    rows = db.session.execute(
+        sa.select(bucket, sa.func.count()).where(Vote.created_at >= since).group_by(bucket))
+    counts = {label: n for label, n in rows}
+    labels = [(since + timedelta(hours=h)).strftime("%Y-%m-%d %H:00") for h in range(hours)]
+    return [(label, counts.get(label, 0)) for label in labels]
+
+
+def _download(lines, name: str, mimetype: str) -> Response:
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    response = Response(stream_with_context(lines), mimetype=mimetype)
+    response.headers["Content-Disposition"] = f'attachment; filename="votes-{stamp}.{name}"'
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+@bp.get("/votes.csv")
+@login_required
+def votes_csv():
+    return _download(csv_lines(), "csv", "text/csv")
+
+
+@bp.get("/votes.jsonl")
+@login_required
+def votes_jsonl():
+    return _download(jsonl_lines(), "jsonl", "application/x-ndjson")
