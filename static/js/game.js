@@ -356,6 +356,8 @@
     if (!top || game.getAttribute("data-state") !== "ready") return;
     var card = top;
     top = null;
+    // Between cards: nothing to judge until the next one is promoted (or a notice shows).
+    setState("advancing");
     var item = {
       token: card.pair.token, verdict: verdict, key: card.key, queuedAt: Date.now(),
       decision_ms: Math.max(0, Math.round(performance.now() - card.shownAt))

@@ -23,17 +23,23 @@ def page(browser):
     ctx.close()
 
 
+# States in which the game waits for the voter; "loading" and "advancing" are transient.
+SETTLED_JS = "const SETTLED = ['ready', 'done', 'rate-limited', 'error'];"
+
+
 def play_until_notice(page, limit: int) -> int:
     """Press Right until the game shows a notice instead of a card; return votes cast."""
-    page.wait_for_selector("[data-game]:not([data-state='loading'])", timeout=15000)
+    page.wait_for_function("() => { " + SETTLED_JS + " return SETTLED.includes("
+                           "document.querySelector('[data-game]').dataset.state); }",
+                           timeout=15000)
     votes = 0
     while page.get_attribute("[data-game]", "data-state") == "ready":
         assert votes < limit, "the game never stopped serving pairs"
         page.keyboard.press("ArrowRight")
         votes += 1
         page.wait_for_function(
-            "n => { const g = document.querySelector('[data-game]');"
-            " return g.dataset.unsent === '0' && g.dataset.state !== 'loading'"
+            "n => { " + SETTLED_JS + " const g = document.querySelector('[data-game]');"
+            " return g.dataset.unsent === '0' && SETTLED.includes(g.dataset.state)"
             " && document.getElementById('vote-count').textContent === String(n); }",
             arg=votes, timeout=15000)
     return votes
@@ -65,3 +71,20 @@ def test_rate_limited(page, tmp_path, tiny_build, artifacts):
         assert "play again in" in text and " min " in text
         page.screenshot(path=str(artifacts / "play-rate-limited.png"))
         wait_for_votes(server, voter_id_of(page.context, server), 3)
+
+
+def test_never_ready_without_a_card(page, tmp_path, tiny_build):
+    """Right after a vote the game says it is between cards, so a key press is never lost."""
+    with running_server(tmp_path / "srv", build=tiny_build, workers=1) as server:
+        page.goto(server.url + "/play")
+        page.wait_for_selector("[data-game][data-state='ready'] .card.is-top", timeout=15000)
+        state, has_card, buttons_off = page.evaluate(
+            "() => { document.dispatchEvent(new KeyboardEvent('keydown', {key: 'ArrowRight'}));"
+            " const g = document.querySelector('[data-game]');"
+            " return [g.dataset.state, !!document.querySelector('.card.is-top'),"
+            " [...g.querySelectorAll('[data-verdict]')].every(b => b.disabled)]; }")
+        assert not has_card
+        assert state == "advancing"
+        assert buttons_off
+        page.wait_for_selector("[data-game][data-state='ready'] .card.is-top", timeout=15000)
+        wait_for_votes(server, voter_id_of(page.context, server), 1)
