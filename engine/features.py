@@ -2,8 +2,9 @@
 
 Images are resized to a square ``image_size`` (no crop, so a garment is never cut off),
 grayscale is replicated to three channels, and each network's own preprocessing runs on
-the device. On CUDA, inference uses bf16 autocast and channels_last; on CPU it stays in
-float32 (channels_last still speeds up oneDNN convolutions there).
+the device. Inference runs in channels_last with bf16 autocast on CUDA, and on CPUs whose
+oneDNN has bf16 kernels (AVX512-BF16/AMX: about twice as fast as float32 for VGG16 there,
+features within 0.5% relative error); other CPUs stay in float32.
 """
 
 from __future__ import annotations
@@ -43,6 +44,16 @@ def resolve_device(device: str) -> torch.device:
             raise ValueError(f"device {device!r} does not exist: this machine has "
                              f"{torch.cuda.device_count()} CUDA device(s)")
     return torch.device(device)
+
+
+def bf16_autocast(device: torch.device) -> bool:
+    """Say whether to compute in bf16 autocast: on CUDA, and on CPUs with oneDNN bf16."""
+    if device.type == "cuda":
+        return True
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
 
 
 def check_image_size(image_size: int) -> int:
@@ -91,7 +102,7 @@ def run_model(model: nn.Module, loader: DataLoader, device: torch.device, *,
               desc: str = "features", progress: bool = True) -> dict[str, np.ndarray]:
     """Run `model` (uint8 batch -> dict of tensors) over `loader`; stack float16 arrays."""
     chunks: dict[str, list[np.ndarray]] = {}
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16_autocast(device))
     with torch.inference_mode(), autocast:
         for batch in tqdm(loader, desc=desc, unit="batch", disable=not progress, leave=False):
             x = batch.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)

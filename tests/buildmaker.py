@@ -11,6 +11,7 @@ import hashlib
 import io
 import json
 import random
+import zlib
 from pathlib import Path
 
 from PIL import Image, ImageDraw
@@ -50,7 +51,7 @@ def write_build(out: Path, *, n_queries: int = 12, n_catalog: int = 40,
     for split, n in (("catalog", n_catalog), ("query", n_queries)):
         for i in range(n):
             image_id = f"t-{split}-{i:05d}"
-            data = _png(hash((seed, split, i)) & 0xFFFFFFFF)
+            data = _png(zlib.crc32(f"{seed}-{split}-{i}".encode()))
             name = hashlib.sha256(data).hexdigest() + ".png"
             (out / "images" / name).write_bytes(data)
             thumbs[image_id] = name

@@ -26,6 +26,19 @@ def test_fashion_mnist_train_is_catalog_test_is_queries(engine_fmnist_dir):
     assert cat.pixel_hash[60] == cat.pixel_hash[0]
 
 
+def test_fashion_mnist_shows_product_shots_dark_on_white(engine_fmnist_dir):
+    """The IDX files hold negated photos; the catalog restores the shop's polarity."""
+    from engine.catalog import read_idx
+
+    raw = read_idx(engine_fmnist_dir / "train-images-idx3-ubyte.gz")
+    cat = load_catalog("fashion-mnist", engine_fmnist_dir, limit=None, queries=None)
+    assert np.array_equal(np.asarray(cat[0]), 255 - raw[0])
+    if REAL_FMNIST.is_dir():
+        real = load_catalog(limit=20, queries=10, seed=0)
+        corners = [np.asarray(real[i])[[0, 0, -1, -1], [0, -1, 0, -1]] for i in range(len(real))]
+        assert np.median(corners) == 255  # the background is white
+
+
 def test_limit_is_a_seeded_category_stratified_sample(engine_fmnist_dir):
     cat = load_catalog("fashion-mnist", engine_fmnist_dir, limit=30, queries=10, seed=3)
     counts = collections.Counter(np.array(cat.category)[cat.catalog_indices])

@@ -62,24 +62,31 @@ def test_adaptive_pool_matrix_has_full_column_rank(grid):
     assert torch.linalg.matrix_rank(matrix) == grid * grid
 
 
+def _power(conv, power):
+    return conv.sqrt() if power == "sqrt" else conv
+
+
+@pytest.mark.parametrize("power", [None, "sqrt"])
 @pytest.mark.parametrize("grid", [1, 2, 3, 7])
-def test_compact_fc6_equals_the_full_25088_input_layer(grid):
+def test_compact_fc6_equals_the_full_25088_input_layer(grid, power):
     torch.manual_seed(0)
-    head = FashionHead(10, grid).eval()
+    head = FashionHead(10, grid, power=power).eval()
     conv = torch.rand(3, 512, grid, grid) * 5
     full = head.full_fc6()
     assert full.in_features == 25088 and full.out_features == 4096
     compact = head.embed(conv)["fc6"]
-    reference = F.relu(full(F.adaptive_avg_pool2d(conv, (7, 7)).flatten(1)))
+    pooled = F.adaptive_avg_pool2d(_power(conv, power), (7, 7))
+    reference = F.relu(full(pooled.flatten(1)))
     torch.testing.assert_close(compact, reference, rtol=1e-4, atol=1e-4)
     assert not any("full" in key for key in head.state_dict())
 
 
-def test_head_reads_larger_maps_through_the_full_layer():
+@pytest.mark.parametrize("power", [None, "sqrt"])
+def test_head_reads_larger_maps_through_the_full_layer(power):
     torch.manual_seed(0)
-    head = FashionHead(10, 2).eval()
+    head = FashionHead(10, 2, power=power).eval()
     conv = torch.rand(2, 512, 7, 7)
-    expected = F.relu(head.full_fc6()(conv.flatten(1)))
+    expected = F.relu(head.full_fc6()(_power(conv, power).flatten(1)))
     torch.testing.assert_close(head.embed(conv)["fc6"], expected)
 
 
@@ -164,3 +171,23 @@ def test_compute_variant_features_needs_catalog_rows(fashion_slice, tmp_path):
                                  image_size=32, device="cpu", batch_size=8, seed=0,
                                  checkpoint_dir=tmp_path, is_train_mask=np.zeros(10, bool),
                                  progress=False)
+
+
+def test_format_1_checkpoints_load_without_power_normalisation(tmp_path):
+    torch.manual_seed(0)
+    head = FashionHead(10, 2, power=None).eval()
+    path = tmp_path / CHECKPOINT_NAME
+    head.save(path, {"categories": CATEGORIES})
+    old = torch.load(path, weights_only=True)
+    old["format"] = 1
+    del old["power"]
+    torch.save(old, path)
+    loaded, _ = FashionHead.load(path)
+    assert loaded.power is None
+    x = torch.rand(4, 2048) * 50
+    torch.testing.assert_close(loaded.embed(x)["fc6"], head.embed(x)["fc6"])
+
+
+def test_unknown_power_is_refused():
+    with pytest.raises(ValueError, match="accepted: none, sqrt"):
+        FashionHead(10, 2, power="cube")
