@@ -26,6 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from engine import networks  # noqa: E402
 from engine.features import (  # noqa: E402
+    bf16_autocast,
     build_model,
     image_loader,
     prepare,
@@ -146,7 +147,8 @@ def main(argv=None) -> int:
     images = fashion_images(args.images, args.fashion_mnist)
     env = {"device": str(device), "torch": torch.__version__, "threads": torch.get_num_threads(),
            "cpu": platform.processor() or platform.machine(),
-           "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None}
+           "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
+           "bf16_autocast": bf16_autocast(device)}
     extraction, search_features = [], None
     for network in args.networks:
         for size in args.sizes:

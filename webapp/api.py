@@ -61,12 +61,30 @@ def current_voter_id() -> str | None:
     return voter_id if isinstance(voter_id, str) and VOTER_RE.match(voter_id) else None
 
 
+def _conn():
+    """Return the request transaction's connection: hot paths skip the ORM's bookkeeping."""
+    return db.session.connection()
+
+
+# The hot paths' statements are built once; SQLAlchemy caches their compiled SQL.
+_VOTER_EXISTS = sa.select(Voter.id).where(Voter.id == sa.bindparam("b_voter"))
+_RECENT_PAIRS = (sa.select(IssuedToken.issued_at)
+                 .where(IssuedToken.voter_id == sa.bindparam("b_voter"),
+                        IssuedToken.issued_at > sa.bindparam("b_since", type_=sa.DateTime()))
+                 .order_by(IssuedToken.issued_at.desc())
+                 .offset(sa.bindparam("b_offset", type_=sa.Integer())).limit(1))
+_ISSUE_TOKEN = sa.insert(IssuedToken).values(
+    nonce=sa.bindparam("b_nonce"), voter_id=sa.bindparam("b_voter"),
+    pair_id=sa.bindparam("b_pair"), issued_at=sa.bindparam("b_now", type_=sa.DateTime()),
+    used=False)
+
+
 def ensure_voter() -> str:
     """Return this session's voter id, creating the voter (cookie and row) if needed."""
     voter_id = current_voter_id()
     if voter_id is None:
         voter_id = session["voter"] = new_voter_id()
-    if db.session.get(Voter, voter_id) is None:
+    if _conn().execute(_VOTER_EXISTS, {"b_voter": voter_id}).first() is None:
         db.session.add(Voter(id=voter_id))
         try:
             db.session.commit()
@@ -79,14 +97,14 @@ def _retry_after(oldest) -> float:
     return max(1.0, (oldest + timedelta(hours=1) - utcnow()).total_seconds())
 
 
-def check_pair_rate(voter_id: str) -> None:
+def check_pair_rate(conn, voter_id: str) -> None:
     """Refuse more pairs than DOPE_MAX_PAIRS_PER_HOUR for one voter."""
     cap = current_app.config["DOPE_MAX_PAIRS_PER_HOUR"]
-    since = utcnow() - timedelta(hours=1)
-    recent = (sa.select(IssuedToken.issued_at)
-              .where(IssuedToken.voter_id == voter_id, IssuedToken.issued_at > since)
-              .order_by(IssuedToken.issued_at.desc()).offset(cap - 1).limit(1))
-    oldest = db.session.scalar(recent) if cap > 0 else None
+    if cap <= 0:
+        return
+    oldest = conn.execute(_RECENT_PAIRS, {
+        "b_voter": voter_id, "b_since": utcnow() - timedelta(hours=1),
+        "b_offset": cap - 1}).scalar()
     if oldest is not None:
         raise ApiError(429, "rate_limited", "Too many pairs this hour; take a break.",
                        retry_after=round(_retry_after(oldest), 3))
@@ -95,18 +113,18 @@ def check_pair_rate(voter_id: str) -> None:
 @bp.get("/pair")
 def pair():
     voter_id = ensure_voter()
-    check_pair_rate(voter_id)
+    check_pair_rate(_conn(), voter_id)
     chosen = next_pair(voter_id, current_app.config["DOPE_CONTROL_SHARE"])
     if chosen is None:
         raise ApiError(404, "no_pairs", "You have judged every pair we have. Thank you!")
-    token = IssuedToken(nonce=new_voter_id(), voter_id=voter_id, pair_id=chosen.id)
-    query_file, match_file = chosen.query_image.file, chosen.match_image.file
-    db.session.add(token)
+    nonce = new_voter_id()
+    _conn().execute(_ISSUE_TOKEN, {"b_nonce": nonce, "b_voter": voter_id,
+                                   "b_pair": chosen.id, "b_now": utcnow()})
     db.session.commit()
     return jsonify({
-        "token": make_pair_token(token.nonce, voter_id),
-        "query": {"url": url_for("game.image", name=query_file)},
-        "match": {"url": url_for("game.image", name=match_file)},
+        "token": make_pair_token(nonce, voter_id),
+        "query": {"url": url_for("game.image", name=chosen.query_file)},
+        "match": {"url": url_for("game.image", name=chosen.match_file)},
     })
 
 
@@ -155,22 +173,47 @@ def read_decision_ms(value) -> int | None:
     return int(min(max(value, 0), MAX_DECISION_MS))
 
 
-def claim_rate_slot(voter_id: str) -> int | None:
+_DATETIME = sa.DateTime()
+_NOW = sa.bindparam("b_now", type_=_DATETIME)
+_FRESH_WINDOW = sa.or_(Voter.window_start.is_(None),
+                       Voter.window_start <= sa.bindparam("b_hour_ago", type_=_DATETIME))
+_CLAIM_RATE_SLOT = (
+    sa.update(Voter)
+    .where(Voter.id == sa.bindparam("b_voter"),
+           sa.or_(Voter.last_vote_at.is_(None),
+                  Voter.last_vote_at <= sa.bindparam("b_min_gap", type_=_DATETIME)),
+           sa.or_(_FRESH_WINDOW, Voter.window_votes < sa.bindparam("b_cap", type_=sa.Integer())))
+    .values(last_vote_at=_NOW,
+            window_start=sa.case((_FRESH_WINDOW, _NOW), else_=Voter.window_start),
+            window_votes=sa.case((_FRESH_WINDOW, 1), else_=Voter.window_votes + 1),
+            votes_cast=Voter.votes_cast + 1)
+    .returning(Voter.votes_cast))
+_TOKEN = (sa.select(IssuedToken.id, IssuedToken.voter_id, IssuedToken.used, IssuedToken.pair_id,
+                    Pair.variant_id)
+          .join(Pair, Pair.id == IssuedToken.pair_id)
+          .where(IssuedToken.nonce == sa.bindparam("b_nonce")))
+# Conditional: of two racing requests with one token, exactly one changes the row.
+_SPEND_TOKEN = (sa.update(IssuedToken)
+                .where(IssuedToken.id == sa.bindparam("b_token"), IssuedToken.used.is_(False))
+                .values(used=True))
+_INSERT_VOTE = sa.insert(Vote).values(
+    pair_id=sa.bindparam("b_pair"), variant_id=sa.bindparam("b_variant"),
+    voter_id=sa.bindparam("b_voter"), verdict=sa.bindparam("b_verdict"),
+    decision_ms=sa.bindparam("b_ms", type_=sa.Integer()), created_at=_NOW,
+    token_nonce=sa.bindparam("b_nonce")).returning(Vote.id)
+_COUNT_VOTE = {
+    verdict: sa.update(Variant).where(Variant.id == sa.bindparam("b_variant"))
+    .values({getattr(Variant, f"{verdict}_count"): getattr(Variant, f"{verdict}_count") + 1})
+    for verdict in VERDICTS}
+
+
+def claim_rate_slot(conn, voter_id: str) -> int | None:
     """Count one vote against the voter's limits; return votes_cast, None if limited."""
     cfg, now = current_app.config, utcnow()
-    hour_ago = now - timedelta(hours=1)
-    min_gap = now - timedelta(milliseconds=cfg["DOPE_MIN_VOTE_INTERVAL_MS"])
-    fresh = sa.or_(Voter.window_start.is_(None), Voter.window_start <= hour_ago)
-    stmt = (sa.update(Voter)
-            .where(Voter.id == voter_id,
-                   sa.or_(Voter.last_vote_at.is_(None), Voter.last_vote_at <= min_gap),
-                   sa.or_(fresh, Voter.window_votes < cfg["DOPE_MAX_VOTES_PER_HOUR"]))
-            .values(last_vote_at=now,
-                    window_start=sa.case((fresh, now), else_=Voter.window_start),
-                    window_votes=sa.case((fresh, 1), else_=Voter.window_votes + 1),
-                    votes_cast=Voter.votes_cast + 1)
-            .returning(Voter.votes_cast))
-    return db.session.execute(stmt).scalar()
+    return conn.execute(_CLAIM_RATE_SLOT, {
+        "b_voter": voter_id, "b_now": now, "b_hour_ago": now - timedelta(hours=1),
+        "b_min_gap": now - timedelta(milliseconds=cfg["DOPE_MIN_VOTE_INTERVAL_MS"]),
+        "b_cap": cfg["DOPE_MAX_VOTES_PER_HOUR"]}).scalar()
 
 
 def rate_limited(voter_id: str) -> ApiError:
@@ -189,35 +232,23 @@ def rate_limited(voter_id: str) -> ApiError:
 
 def record_vote(nonce: str, voter_id: str, verdict: str, decision_ms: int | None) -> tuple:
     """Store one vote for a token exactly once; return (vote id, votes cast)."""
-    token = db.session.execute(
-        sa.select(IssuedToken.id, IssuedToken.voter_id, IssuedToken.used, IssuedToken.pair_id,
-                  Pair.variant_id)
-        .join(Pair, Pair.id == IssuedToken.pair_id).where(IssuedToken.nonce == nonce)).first()
+    conn = _conn()
+    token = conn.execute(_TOKEN, {"b_nonce": nonce}).first()
     if token is None or token.voter_id != voter_id:
         raise ApiError(400, "bad_token", "The token is not valid.")
-    if token.used:
-        raise ApiError(409, "already_voted", "This pair has already been judged.")
-    variant_id = token.variant_id
-    claimed = db.session.execute(
-        sa.update(IssuedToken).where(IssuedToken.id == token.id, IssuedToken.used.is_(False))
-        .values(used=True).execution_options(synchronize_session=False)).rowcount
-    if not claimed:
+    if token.used or not conn.execute(_SPEND_TOKEN, {"b_token": token.id}).rowcount:
         db.session.rollback()
         raise ApiError(409, "already_voted", "This pair has already been judged.")
-    votes_cast = claim_rate_slot(voter_id)
+    votes_cast = claim_rate_slot(conn, voter_id)
     if votes_cast is None:
         db.session.rollback()
         raise rate_limited(voter_id)
-    vote = Vote(pair_id=token.pair_id, variant_id=variant_id, voter_id=voter_id,
-                verdict=verdict, decision_ms=decision_ms, token_nonce=nonce)
-    counter = getattr(Variant, f"{verdict}_count")
     try:
-        db.session.add(vote)
-        db.session.flush()
-        vote_id = vote.id
-        db.session.execute(sa.update(Variant).where(Variant.id == variant_id)
-                           .values({counter: counter + 1})
-                           .execution_options(synchronize_session=False))
+        vote_id = conn.execute(_INSERT_VOTE, {
+            "b_pair": token.pair_id, "b_variant": token.variant_id, "b_voter": voter_id,
+            "b_verdict": verdict, "b_ms": decision_ms, "b_now": utcnow(),
+            "b_nonce": nonce}).scalar_one()
+        conn.execute(_COUNT_VOTE[verdict], {"b_variant": token.variant_id})
         db.session.commit()
     except IntegrityError as exc:
         db.session.rollback()

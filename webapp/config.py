@@ -13,7 +13,7 @@ DEMO_TEAM_PASSWORD = "dope-demo"
 DEFAULTS = {
     "SECRET_KEY": None,
     "SQLALCHEMY_DATABASE_URI": None,  # instance/dope.sqlite3 unless DATABASE_URL is set
-    "SQLALCHEMY_ENGINE_OPTIONS": {"pool_pre_ping": True},
+    "SQLALCHEMY_ENGINE_OPTIONS": None,  # pool_pre_ping for server databases (finish())
     "SESSION_COOKIE_HTTPONLY": True,
     "SESSION_COOKIE_SAMESITE": "Lax",
     "DOPE_IMAGE_DIR": None,  # instance/images
@@ -86,6 +86,12 @@ def finish(config, instance_path: str, environ=os.environ) -> None:
         path = os.path.join(instance_path, "dope.sqlite3")
         config["SQLALCHEMY_DATABASE_URI"] = "sqlite:///" + path
     config["SQLALCHEMY_DATABASE_URI"] = normalise_database_url(config["SQLALCHEMY_DATABASE_URI"])
+    options = dict(config.get("SQLALCHEMY_ENGINE_OPTIONS") or {})
+    if not config["SQLALCHEMY_DATABASE_URI"].startswith("sqlite"):
+        # A server restart drops pooled connections; a file database never does, and
+        # the ping would cost a round trip on every request.
+        options.setdefault("pool_pre_ping", True)
+    config["SQLALCHEMY_ENGINE_OPTIONS"] = options
     if not config.get("DOPE_IMAGE_DIR"):
         config["DOPE_IMAGE_DIR"] = os.path.join(instance_path, "images")
     if not config.get("DOPE_TEAM_PASSWORD") and config.get("DOPE_DEMO"):

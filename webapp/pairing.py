@@ -12,19 +12,47 @@ served; the other variant gets that query from other voters.
 from __future__ import annotations
 
 import random
+from typing import NamedTuple
 
 import sqlalchemy as sa
 import sqlalchemy.orm as so
+from flask import current_app
 
 from .extensions import db
-from .models import IssuedToken, Pair, Variant
+from .models import Build, Image, IssuedToken, Pair, Variant
 
 
-def variant_order(control_share: float, rng=random) -> list[int]:
+class Chosen(NamedTuple):
+    """The pair to serve: its id and the two image files (nothing about the variant)."""
+
+    id: int
+    query_file: str
+    match_file: str
+
+
+# Built once; SQLAlchemy caches their compiled SQL.
+_VARIANTS = sa.select(Variant.id, Variant.control,
+                      Variant.dope_count + Variant.nope_count + Variant.skip_count)
+_SHOWN = (sa.select(Pair.variant_id, Pair.query_id, Pair.match_id)
+          .join(IssuedToken, IssuedToken.pair_id == Pair.id)
+          .where(IssuedToken.voter_id == sa.bindparam("b_voter")))
+_CANDIDATES = (sa.select(Pair.id, Pair.query_id, Pair.match_id)
+               .where(Pair.variant_id == sa.bindparam("b_variant")))
+# Pairs are only ever added (by import-build), never changed or deleted, so this
+# names the pair table's content: any import that adds pairs raises MAX(pair.id).
+_PAIRS_VERSION = sa.select(
+    sa.select(sa.func.max(Pair.id)).scalar_subquery(),
+    sa.select(Build.build_id).order_by(Build.id.desc()).limit(1).scalar_subquery())
+_QUERY_IMAGE, _MATCH_IMAGE = so.aliased(Image), so.aliased(Image)
+_FILES = (sa.select(Pair.id, _QUERY_IMAGE.file, _MATCH_IMAGE.file)
+          .join(_QUERY_IMAGE, _QUERY_IMAGE.id == Pair.query_id)
+          .join(_MATCH_IMAGE, _MATCH_IMAGE.id == Pair.match_id)
+          .where(Pair.id == sa.bindparam("b_pair")))
+
+
+def variant_order(control_share: float, rng=random, conn=None) -> list[int]:
     """Return variant ids in the order to try for the next pair."""
-    variants = db.session.execute(
-        sa.select(Variant.id, Variant.control,
-                  Variant.dope_count + Variant.nope_count + Variant.skip_count)).all()
+    variants = (conn or db.session.connection()).execute(_VARIANTS).all()
     real = [(n, rng.random(), vid) for vid, control, n in variants if not control]
     controls = [vid for vid, control, _ in variants if control]
     order = [vid for _, _, vid in sorted(real)]
@@ -33,33 +61,42 @@ def variant_order(control_share: float, rng=random) -> list[int]:
     return order + controls
 
 
-def shown_to(voter_id: str) -> tuple[set, set]:
+def shown_to(conn, voter_id: str) -> tuple[set, set]:
     """Return the (variant, query) and (query image, match image) pairs this voter has seen."""
-    rows = db.session.execute(
-        sa.select(Pair.variant_id, Pair.query_id, Pair.match_id)
-        .join(IssuedToken, IssuedToken.pair_id == Pair.id)
-        .where(IssuedToken.voter_id == voter_id)).all()
+    rows = conn.execute(_SHOWN, {"b_voter": voter_id}).all()
     return {(v, q) for v, q, _ in rows}, {(q, m) for _, q, m in rows}
 
 
-def pick_pair(variant_id: int, seen: tuple[set, set], rng=random) -> Pair | None:
+def candidates(conn, variant_id: int) -> list[tuple[int, int, int]]:
+    """Return (pair id, query image id, match image id) of a variant's pairs (cached)."""
+    version = tuple(conn.execute(_PAIRS_VERSION).one())
+    cache = current_app.extensions.get("dope_pairs")
+    if cache is None or cache["version"] != version:
+        cache = current_app.extensions["dope_pairs"] = {"version": version, "variants": {}}
+    rows = cache["variants"].get(variant_id)
+    if rows is None:
+        rows = cache["variants"][variant_id] = [
+            tuple(r) for r in conn.execute(_CANDIDATES, {"b_variant": variant_id})]
+    return rows
+
+
+def pick_pair(conn, variant_id: int, seen: tuple[set, set], rng=random) -> Chosen | None:
     """Return a random pair of this variant that the voter has not seen, or None."""
     seen_queries, seen_images = seen
-    candidates = db.session.execute(
-        sa.select(Pair.id, Pair.query_id, Pair.match_id).where(Pair.variant_id == variant_id))
-    fresh = [pair_id for pair_id, q, m in candidates
+    candidates_ = candidates(conn, variant_id)
+    fresh = [pair_id for pair_id, q, m in candidates_
              if (variant_id, q) not in seen_queries and (q, m) not in seen_images]
     if not fresh:
         return None
-    images = [so.joinedload(Pair.query_image), so.joinedload(Pair.match_image)]
-    return db.session.get(Pair, rng.choice(fresh), options=images)
+    return Chosen(*conn.execute(_FILES, {"b_pair": rng.choice(fresh)}).one())
 
 
-def next_pair(voter_id: str, control_share: float, rng=random) -> Pair | None:
+def next_pair(voter_id: str, control_share: float, rng=random) -> Chosen | None:
     """Return the next pair to show this voter, or None when none is left."""
-    seen = shown_to(voter_id)
-    for variant_id in variant_order(control_share, rng):
-        pair = pick_pair(variant_id, seen, rng)
+    conn = db.session.connection()
+    seen = shown_to(conn, voter_id)
+    for variant_id in variant_order(control_share, rng, conn):
+        pair = pick_pair(conn, variant_id, seen, rng)
         if pair is not None:
             return pair
     return None

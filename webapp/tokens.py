@@ -26,7 +26,13 @@ def new_voter_id() -> str:
 
 
 def _serializer() -> URLSafeTimedSerializer:
-    return URLSafeTimedSerializer(current_app.config["SECRET_KEY"], salt=PAIR_SALT)
+    # Built once per app and key: building one derives its signing key (a hash) anew.
+    key = current_app.config["SECRET_KEY"]
+    cached = current_app.extensions.get("dope_pair_serializer")
+    if cached is None or cached[0] != key:
+        cached = current_app.extensions["dope_pair_serializer"] = (
+            key, URLSafeTimedSerializer(key, salt=PAIR_SALT))
+    return cached[1]
 
 
 def make_pair_token(nonce: str, voter_id: str) -> str:

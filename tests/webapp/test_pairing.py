@@ -95,3 +95,20 @@ def test_control_share_is_respected(loaded):
         firsts = [variant_order(0.2, rng)[0] for _ in range(2000)]
     share = firsts.count(control_id) / len(firsts)
     assert 0.16 < share < 0.24
+
+
+def test_a_newer_build_is_served_at_once_by_a_running_app(tmp_path):
+    """Workers cache each variant's pairs; an import from another process must show."""
+    app = make_app(tmp_path)
+    first = write_build(tmp_path / "a", n_queries=2, n_catalog=10)
+    with app.app_context():
+        import_build(first, app.config["DOPE_IMAGE_DIR"])
+    client = app.test_client()
+    while client.get("/api/pair").status_code == 200:  # fill the cache, use every pair
+        pass
+    # The same variants, new query images: new pairs for variants already cached.
+    second = write_build(tmp_path / "b", n_queries=2, n_catalog=10, seed=5, build_tag="b")
+    with app.app_context():
+        import_build(second, app.config["DOPE_IMAGE_DIR"])
+    assert client.get("/api/pair").status_code == 200
+    assert len(served(app)) == len(set(served(app)))
