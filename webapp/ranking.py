@@ -62,7 +62,8 @@ def rank_rows(rows: list[Row]) -> list[Row]:
     for r in real:
         r.rank_low = 1 + sum(1 for o in real if o is not r and o.ci_low > r.ci_high)
         r.rank_high = sum(1 for o in real if o.ci_high >= r.ci_low)
-    return sorted(rows, key=lambda r: (-r.ci_low, -(r.rate or 0.0), r.name))
+    # Ties (every row before any vote) put the control below the real variants.
+    return sorted(rows, key=lambda r: (-r.ci_low, -(r.rate or 0.0), r.control, r.name))
 
 
 def separated(k1: float, n1: float, k2: float, n2: float) -> bool:

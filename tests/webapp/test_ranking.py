@@ -67,3 +67,11 @@ def test_votes_to_separate_not_applicable(a, b, status):
     estimate = votes_to_separate(*rows(a, b))
     assert estimate["status"] == status
     assert estimate["additional_votes"] is None
+
+
+def test_before_any_vote_the_control_sits_below_the_variants():
+    rows = rank_rows([make_row("random", "Random", 0, 0, 0, 0.1, True),
+                      make_row("b", "B", 0, 0, 0, 0.8, False),
+                      make_row("a", "A", 0, 0, 0, 0.7, False)])
+    assert [r.slug for r in rows] == ["a", "b", "random"]
+    assert [(r.rank_low, r.rank_high) for r in rows[:2]] == [(1, 2), (1, 2)]
