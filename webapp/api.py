@@ -15,7 +15,7 @@ from sqlalchemy.exc import IntegrityError, OperationalError
 
 from .extensions import db
 from .models import VERDICTS, IssuedToken, Pair, Variant, Vote, Voter, utcnow
-from .pairing import next_pair
+from .pairing import next_pair, voter_history
 from .tokens import TokenError, make_pair_token, new_voter_id, read_pair_token
 
 bp = Blueprint("api", __name__, url_prefix="/api")
@@ -67,29 +67,32 @@ def _conn():
 
 
 # The hot paths' statements are built once; SQLAlchemy caches their compiled SQL.
-_VOTER_EXISTS = sa.select(Voter.id).where(Voter.id == sa.bindparam("b_voter"))
-_RECENT_PAIRS = (sa.select(IssuedToken.issued_at)
-                 .where(IssuedToken.voter_id == sa.bindparam("b_voter"),
-                        IssuedToken.issued_at > sa.bindparam("b_since", type_=sa.DateTime()))
-                 .order_by(IssuedToken.issued_at.desc())
-                 .offset(sa.bindparam("b_offset", type_=sa.Integer())).limit(1))
 _ISSUE_TOKEN = sa.insert(IssuedToken).values(
     nonce=sa.bindparam("b_nonce"), voter_id=sa.bindparam("b_voter"),
     pair_id=sa.bindparam("b_pair"), issued_at=sa.bindparam("b_now", type_=sa.DateTime()),
     used=False)
 
 
+def create_voter(voter_id: str) -> None:
+    """Store the voter row (committed); a row that already exists is fine."""
+    db.session.add(Voter(id=voter_id))
+    try:
+        db.session.commit()
+    except IntegrityError:
+        db.session.rollback()
+
+
 def ensure_voter() -> str:
-    """Return this session's voter id, creating the voter (cookie and row) if needed."""
+    """Return this session's voter id, creating the voter (cookie and row) if needed.
+
+    A session that already carries a voter id has its row: the row is stored before
+    the signed cookie goes out. (Should the row be gone, issuing the pair's token
+    fails on its foreign key and `issue_token` stores the row then.)
+    """
     voter_id = current_voter_id()
     if voter_id is None:
         voter_id = session["voter"] = new_voter_id()
-    if _conn().execute(_VOTER_EXISTS, {"b_voter": voter_id}).first() is None:
-        db.session.add(Voter(id=voter_id))
-        try:
-            db.session.commit()
-        except IntegrityError:
-            db.session.rollback()
+        create_voter(voter_id)
     return voter_id
 
 
@@ -97,30 +100,48 @@ def _retry_after(oldest) -> float:
     return max(1.0, (oldest + timedelta(hours=1) - utcnow()).total_seconds())
 
 
-def check_pair_rate(conn, voter_id: str) -> None:
-    """Refuse more pairs than DOPE_MAX_PAIRS_PER_HOUR for one voter."""
+_OLDEST_COUNTED = (sa.select(IssuedToken.issued_at)
+                   .where(IssuedToken.voter_id == sa.bindparam("b_voter"))
+                   .order_by(IssuedToken.issued_at.desc())
+                   .offset(sa.bindparam("b_offset", type_=sa.Integer())).limit(1))
+
+
+def check_pair_rate(voter_id: str, history: list[tuple]) -> None:
+    """Refuse more pairs than DOPE_MAX_PAIRS_PER_HOUR for one voter (from its history)."""
     cap = current_app.config["DOPE_MAX_PAIRS_PER_HOUR"]
-    if cap <= 0:
+    if cap <= 0 or sum(1 for *_, recent in history if recent) < cap:
         return
-    oldest = conn.execute(_RECENT_PAIRS, {
-        "b_voter": voter_id, "b_since": utcnow() - timedelta(hours=1),
-        "b_offset": cap - 1}).scalar()
-    if oldest is not None:
-        raise ApiError(429, "rate_limited", "Too many pairs this hour; take a break.",
-                       retry_after=round(_retry_after(oldest), 3))
+    # The cap-th newest token leaves the window first: that is when the voter may go on.
+    oldest = _conn().execute(_OLDEST_COUNTED, {"b_voter": voter_id, "b_offset": cap - 1}).scalar()
+    raise ApiError(429, "rate_limited", "Too many pairs this hour; take a break.",
+                   retry_after=round(_retry_after(oldest), 3))
+
+
+def issue_token(voter_id: str, pair_id: int) -> str:
+    """Store a fresh single-use token for the voter and pair (committed); return its nonce."""
+    nonce = new_voter_id()
+    params = {"b_nonce": nonce, "b_voter": voter_id, "b_pair": pair_id, "b_now": utcnow()}
+    try:
+        _conn().execute(_ISSUE_TOKEN, params)
+        db.session.commit()
+    except IntegrityError:
+        # The voter row is missing (the database was reset under a live cookie).
+        db.session.rollback()
+        create_voter(voter_id)
+        _conn().execute(_ISSUE_TOKEN, params)
+        db.session.commit()
+    return nonce
 
 
 @bp.get("/pair")
 def pair():
     voter_id = ensure_voter()
-    check_pair_rate(_conn(), voter_id)
-    chosen = next_pair(voter_id, current_app.config["DOPE_CONTROL_SHARE"])
+    history = voter_history(_conn(), voter_id, since=utcnow() - timedelta(hours=1))
+    check_pair_rate(voter_id, history)
+    chosen = next_pair(voter_id, current_app.config["DOPE_CONTROL_SHARE"], history=history)
     if chosen is None:
         raise ApiError(404, "no_pairs", "You have judged every pair we have. Thank you!")
-    nonce = new_voter_id()
-    _conn().execute(_ISSUE_TOKEN, {"b_nonce": nonce, "b_voter": voter_id,
-                                   "b_pair": chosen.id, "b_now": utcnow()})
-    db.session.commit()
+    nonce = issue_token(voter_id, chosen.id)
     return jsonify({
         "token": make_pair_token(nonce, voter_id),
         "query": {"url": url_for("game.image", name=chosen.query_file)},
@@ -188,19 +209,21 @@ _CLAIM_RATE_SLOT = (
             window_votes=sa.case((_FRESH_WINDOW, 1), else_=Voter.window_votes + 1),
             votes_cast=Voter.votes_cast + 1)
     .returning(Voter.votes_cast))
-_TOKEN = (sa.select(IssuedToken.id, IssuedToken.voter_id, IssuedToken.used, IssuedToken.pair_id,
-                    Pair.variant_id)
-          .join(Pair, Pair.id == IssuedToken.pair_id)
+_TOKEN = (sa.select(IssuedToken.voter_id, IssuedToken.used)
           .where(IssuedToken.nonce == sa.bindparam("b_nonce")))
 # Conditional: of two racing requests with one token, exactly one changes the row.
 _SPEND_TOKEN = (sa.update(IssuedToken)
-                .where(IssuedToken.id == sa.bindparam("b_token"), IssuedToken.used.is_(False))
-                .values(used=True))
-_INSERT_VOTE = sa.insert(Vote).values(
-    pair_id=sa.bindparam("b_pair"), variant_id=sa.bindparam("b_variant"),
-    voter_id=sa.bindparam("b_voter"), verdict=sa.bindparam("b_verdict"),
-    decision_ms=sa.bindparam("b_ms", type_=sa.Integer()), created_at=_NOW,
-    token_nonce=sa.bindparam("b_nonce")).returning(Vote.id)
+                .where(IssuedToken.nonce == sa.bindparam("b_nonce"),
+                       IssuedToken.voter_id == sa.bindparam("b_voter"),
+                       IssuedToken.used.is_(False))
+                .values(used=True).returning(IssuedToken.pair_id))
+_VOTE_COLUMNS = ["pair_id", "variant_id", "voter_id", "verdict", "decision_ms", "created_at",
+                 "token_nonce"]
+_INSERT_VOTE = sa.insert(Vote).from_select(_VOTE_COLUMNS, sa.select(
+    Pair.id, Pair.variant_id, sa.bindparam("b_voter", type_=sa.String()),
+    sa.bindparam("b_verdict", type_=sa.String()), sa.bindparam("b_ms", type_=sa.Integer()),
+    sa.bindparam("b_now", type_=_DATETIME), sa.bindparam("b_nonce", type_=sa.String()))
+    .where(Pair.id == sa.bindparam("b_pair"))).returning(Vote.id, Vote.variant_id)
 _COUNT_VOTE = {
     verdict: sa.update(Variant).where(Variant.id == sa.bindparam("b_variant"))
     .values({getattr(Variant, f"{verdict}_count"): getattr(Variant, f"{verdict}_count") + 1})
@@ -230,25 +253,31 @@ def rate_limited(voter_id: str) -> ApiError:
     return ApiError(429, "rate_limited", "Slow down a little.", retry_after=round(wait, 3))
 
 
+def spend_token(conn, nonce: str, voter_id: str) -> int:
+    """Mark the voter's token used; return its pair id, or raise 400/409 saying why not."""
+    pair_id = conn.execute(_SPEND_TOKEN, {"b_nonce": nonce, "b_voter": voter_id}).scalar()
+    if pair_id is not None:
+        return pair_id
+    token = conn.execute(_TOKEN, {"b_nonce": nonce}).first()
+    db.session.rollback()
+    if token is None or token.voter_id != voter_id:
+        raise ApiError(400, "bad_token", "The token is not valid.")
+    raise ApiError(409, "already_voted", "This pair has already been judged.")
+
+
 def record_vote(nonce: str, voter_id: str, verdict: str, decision_ms: int | None) -> tuple:
     """Store one vote for a token exactly once; return (vote id, votes cast)."""
     conn = _conn()
-    token = conn.execute(_TOKEN, {"b_nonce": nonce}).first()
-    if token is None or token.voter_id != voter_id:
-        raise ApiError(400, "bad_token", "The token is not valid.")
-    if token.used or not conn.execute(_SPEND_TOKEN, {"b_token": token.id}).rowcount:
-        db.session.rollback()
-        raise ApiError(409, "already_voted", "This pair has already been judged.")
+    pair_id = spend_token(conn, nonce, voter_id)
     votes_cast = claim_rate_slot(conn, voter_id)
     if votes_cast is None:
         db.session.rollback()
         raise rate_limited(voter_id)
     try:
-        vote_id = conn.execute(_INSERT_VOTE, {
-            "b_pair": token.pair_id, "b_variant": token.variant_id, "b_voter": voter_id,
-            "b_verdict": verdict, "b_ms": decision_ms, "b_now": utcnow(),
-            "b_nonce": nonce}).scalar_one()
-        conn.execute(_COUNT_VOTE[verdict], {"b_variant": token.variant_id})
+        vote_id, variant_id = conn.execute(_INSERT_VOTE, {
+            "b_pair": pair_id, "b_voter": voter_id, "b_verdict": verdict, "b_ms": decision_ms,
+            "b_now": utcnow(), "b_nonce": nonce}).one()
+        conn.execute(_COUNT_VOTE[verdict], {"b_variant": variant_id})
         db.session.commit()
     except IntegrityError as exc:
         db.session.rollback()

@@ -12,6 +12,7 @@ served; the other variant gets that query from other voters.
 from __future__ import annotations
 
 import random
+from datetime import datetime
 from typing import NamedTuple
 
 import sqlalchemy as sa
@@ -31,18 +32,22 @@ class Chosen(NamedTuple):
 
 
 # Built once; SQLAlchemy caches their compiled SQL.
+# Pairs are only ever added (by import-build), never changed or deleted, so the
+# last two columns name the pair table's content: an import that adds pairs raises
+# MAX(pair.id). They ride along with the variant list to save a round trip.
 _VARIANTS = sa.select(Variant.id, Variant.control,
-                      Variant.dope_count + Variant.nope_count + Variant.skip_count)
-_SHOWN = (sa.select(Pair.variant_id, Pair.query_id, Pair.match_id)
-          .join(IssuedToken, IssuedToken.pair_id == Pair.id)
-          .where(IssuedToken.voter_id == sa.bindparam("b_voter")))
+                      Variant.dope_count + Variant.nope_count + Variant.skip_count,
+                      sa.select(sa.func.max(Pair.id)).scalar_subquery(),
+                      sa.select(Build.build_id).order_by(Build.id.desc()).limit(1)
+                      .scalar_subquery())
+# The last column says whether the pair was issued since b_since (for the hourly cap):
+# a flag, since turning every row's timestamp into a datetime costs more than the query.
+_HISTORY = (sa.select(Pair.variant_id, Pair.query_id, Pair.match_id,
+                      IssuedToken.issued_at > sa.bindparam("b_since", type_=sa.DateTime()))
+            .join(IssuedToken, IssuedToken.pair_id == Pair.id)
+            .where(IssuedToken.voter_id == sa.bindparam("b_voter")))
 _CANDIDATES = (sa.select(Pair.id, Pair.query_id, Pair.match_id)
                .where(Pair.variant_id == sa.bindparam("b_variant")))
-# Pairs are only ever added (by import-build), never changed or deleted, so this
-# names the pair table's content: any import that adds pairs raises MAX(pair.id).
-_PAIRS_VERSION = sa.select(
-    sa.select(sa.func.max(Pair.id)).scalar_subquery(),
-    sa.select(Build.build_id).order_by(Build.id.desc()).limit(1).scalar_subquery())
 _QUERY_IMAGE, _MATCH_IMAGE = so.aliased(Image), so.aliased(Image)
 _FILES = (sa.select(Pair.id, _QUERY_IMAGE.file, _MATCH_IMAGE.file)
           .join(_QUERY_IMAGE, _QUERY_IMAGE.id == Pair.query_id)
@@ -50,26 +55,30 @@ _FILES = (sa.select(Pair.id, _QUERY_IMAGE.file, _MATCH_IMAGE.file)
           .where(Pair.id == sa.bindparam("b_pair")))
 
 
-def variant_order(control_share: float, rng=random, conn=None) -> list[int]:
+def variant_order(control_share: float, rng=random, rows=None) -> list[int]:
     """Return variant ids in the order to try for the next pair."""
-    variants = (conn or db.session.connection()).execute(_VARIANTS).all()
-    real = [(n, rng.random(), vid) for vid, control, n in variants if not control]
-    controls = [vid for vid, control, _ in variants if control]
+    variants = rows if rows is not None else db.session.connection().execute(_VARIANTS).all()
+    real = [(n, rng.random(), vid) for vid, control, n, *_ in variants if not control]
+    controls = [vid for vid, control, *_ in variants if control]
     order = [vid for _, _, vid in sorted(real)]
     if controls and rng.random() < control_share:
         return controls + order
     return order + controls
 
 
-def shown_to(conn, voter_id: str) -> tuple[set, set]:
-    """Return the (variant, query) and (query image, match image) pairs this voter has seen."""
-    rows = conn.execute(_SHOWN, {"b_voter": voter_id}).all()
-    return {(v, q) for v, q, _ in rows}, {(q, m) for _, q, m in rows}
+def voter_history(conn, voter_id: str, since=None) -> list[tuple]:
+    """Return (variant, query image, match image, issued since `since`) per pair shown."""
+    since = since or datetime(1970, 1, 1)
+    return [tuple(r) for r in conn.execute(_HISTORY, {"b_voter": voter_id, "b_since": since})]
 
 
-def candidates(conn, variant_id: int) -> list[tuple[int, int, int]]:
+def seen_sets(history: list[tuple]) -> tuple[set, set]:
+    """Return the (variant, query) and (query image, match image) pairs in a history."""
+    return {(v, q) for v, q, _, _ in history}, {(q, m) for _, q, m, _ in history}
+
+
+def candidates(conn, variant_id: int, version: tuple) -> list[tuple[int, int, int]]:
     """Return (pair id, query image id, match image id) of a variant's pairs (cached)."""
-    version = tuple(conn.execute(_PAIRS_VERSION).one())
     cache = current_app.extensions.get("dope_pairs")
     if cache is None or cache["version"] != version:
         cache = current_app.extensions["dope_pairs"] = {"version": version, "variants": {}}
@@ -80,10 +89,11 @@ def candidates(conn, variant_id: int) -> list[tuple[int, int, int]]:
     return rows
 
 
-def pick_pair(conn, variant_id: int, seen: tuple[set, set], rng=random) -> Chosen | None:
+def pick_pair(conn, variant_id: int, seen: tuple[set, set], version: tuple,
+              rng=random) -> Chosen | None:
     """Return a random pair of this variant that the voter has not seen, or None."""
     seen_queries, seen_images = seen
-    candidates_ = candidates(conn, variant_id)
+    candidates_ = candidates(conn, variant_id, version)
     fresh = [pair_id for pair_id, q, m in candidates_
              if (variant_id, q) not in seen_queries and (q, m) not in seen_images]
     if not fresh:
@@ -91,12 +101,15 @@ def pick_pair(conn, variant_id: int, seen: tuple[set, set], rng=random) -> Chose
     return Chosen(*conn.execute(_FILES, {"b_pair": rng.choice(fresh)}).one())
 
 
-def next_pair(voter_id: str, control_share: float, rng=random) -> Chosen | None:
+def next_pair(voter_id: str, control_share: float, rng=random,
+              history: list[tuple] | None = None) -> Chosen | None:
     """Return the next pair to show this voter, or None when none is left."""
     conn = db.session.connection()
-    seen = shown_to(conn, voter_id)
-    for variant_id in variant_order(control_share, rng, conn):
-        pair = pick_pair(conn, variant_id, seen, rng)
+    seen = seen_sets(voter_history(conn, voter_id) if history is None else history)
+    rows = conn.execute(_VARIANTS).all()
+    version = tuple(rows[0][3:]) if rows else ()
+    for variant_id in variant_order(control_share, rng, rows):
+        pair = pick_pair(conn, variant_id, seen, version, rng)
         if pair is not None:
             return pair
     return None

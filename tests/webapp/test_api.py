@@ -9,7 +9,7 @@ from itsdangerous.timed import TimestampSigner
 
 from webapp.builds import import_build
 from webapp.extensions import db
-from webapp.models import IssuedToken, Variant, Vote
+from webapp.models import IssuedToken, Variant, Vote, Voter
 
 
 def test_pair_is_blind(loaded, client):
@@ -345,3 +345,19 @@ def test_pages_carry_security_headers(client):
     response = client.get("/leaderboard")
     assert "frame-ancestors 'none'" in response.headers["Content-Security-Policy"]
     assert response.headers["X-Content-Type-Options"] == "nosniff"
+
+
+def test_a_live_cookie_whose_voter_row_is_gone_still_plays(loaded, client):
+    """The database was reset under a voter's cookie: the next pair recreates the row."""
+    assert client.get("/api/pair").status_code == 200
+    with loaded.app_context():
+        (voter_id,) = db.session.scalars(sa.select(Voter.id)).all()
+        db.session.execute(sa.delete(IssuedToken))
+        db.session.execute(sa.delete(Voter))
+        db.session.commit()
+    pair = client.get("/api/pair")
+    assert pair.status_code == 200
+    vote = client.post("/api/vote", json={"token": pair.json["token"], "verdict": "nope"})
+    assert vote.status_code == 201 and vote.json["votes_cast"] == 1
+    with loaded.app_context():
+        assert db.session.scalars(sa.select(Voter.id)).all() == [voter_id]
