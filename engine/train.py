@@ -169,17 +169,12 @@ def _accuracy(head: FashionHead, x: torch.Tensor, y: torch.Tensor, batch: int = 
     return right / len(y)
 
 
-def training_autocast(device: torch.device) -> bool:
-    """Say whether to train in bf16 autocast (the same rule as inference)."""
-    return bf16_autocast(device)
-
-
 def _fit(head, x, y, *, epochs, batch_size, lr, seed, device, progress):
     """Train `head` with AdamW and a one-cycle schedule; return the loss per epoch."""
     generator = torch.Generator().manual_seed(seed)
     # bf16 matmuls halve the CPU time of the 25M-parameter head; weights stay float32.
     autocast = torch.autocast(device.type, dtype=torch.bfloat16,
-                              enabled=training_autocast(device))
+                              enabled=bf16_autocast(device))
     opt = torch.optim.AdamW(head.parameters(), lr=lr, weight_decay=1e-4)
     steps = epochs * math.ceil(len(y) / batch_size)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=max(steps, 1))
@@ -232,7 +227,7 @@ def train_fashion_head(conv_features: np.ndarray, labels: np.ndarray, categories
         "val_accuracy": _accuracy(head, x_dev[val_rows], y_dev[val_rows]),
         "epochs": epochs, "seconds": seconds, "losses": losses,
         "n_train": len(train_rows), "n_val": len(val_rows), "seed": seed,
-        "bf16_autocast": training_autocast(torch_device),
+        "bf16_autocast": bf16_autocast(torch_device),
     }
     logger.info("vgg16-fashion: train accuracy %.4f, val accuracy %.4f, %.1f s",
                 metrics["train_accuracy"], metrics["val_accuracy"], seconds)
