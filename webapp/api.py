@@ -67,10 +67,11 @@ def _conn():
 
 
 # The hot paths' statements are built once; SQLAlchemy caches their compiled SQL.
+_DATETIME = sa.DateTime()
+_NOW = sa.bindparam("b_now", type_=_DATETIME)
 _ISSUE_TOKEN = sa.insert(IssuedToken).values(
     nonce=sa.bindparam("b_nonce"), voter_id=sa.bindparam("b_voter"),
-    pair_id=sa.bindparam("b_pair"), issued_at=sa.bindparam("b_now", type_=sa.DateTime()),
-    used=False)
+    pair_id=sa.bindparam("b_pair"), issued_at=_NOW, used=False)
 
 
 def create_voter(voter_id: str) -> None:
@@ -194,8 +195,6 @@ def read_decision_ms(value) -> int | None:
     return int(min(max(value, 0), MAX_DECISION_MS))
 
 
-_DATETIME = sa.DateTime()
-_NOW = sa.bindparam("b_now", type_=_DATETIME)
 _FRESH_WINDOW = sa.or_(Voter.window_start.is_(None),
                        Voter.window_start <= sa.bindparam("b_hour_ago", type_=_DATETIME))
 _CLAIM_RATE_SLOT = (
@@ -222,7 +221,7 @@ _VOTE_COLUMNS = ["pair_id", "variant_id", "voter_id", "verdict", "decision_ms", 
 _INSERT_VOTE = sa.insert(Vote).from_select(_VOTE_COLUMNS, sa.select(
     Pair.id, Pair.variant_id, sa.bindparam("b_voter", type_=sa.String()),
     sa.bindparam("b_verdict", type_=sa.String()), sa.bindparam("b_ms", type_=sa.Integer()),
-    sa.bindparam("b_now", type_=_DATETIME), sa.bindparam("b_nonce", type_=sa.String()))
+    _NOW, sa.bindparam("b_nonce", type_=sa.String()))
     .where(Pair.id == sa.bindparam("b_pair"))).returning(Vote.id, Vote.variant_id)
 _COUNT_VOTE = {
     verdict: sa.update(Variant).where(Variant.id == sa.bindparam("b_variant"))

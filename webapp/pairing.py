@@ -77,7 +77,7 @@ def seen_sets(history: list[tuple]) -> tuple[set, set]:
     return {(v, q) for v, q, _, _ in history}, {(q, m) for _, q, m, _ in history}
 
 
-def candidates(conn, variant_id: int, version: tuple) -> list[tuple[int, int, int]]:
+def variant_pairs(conn, variant_id: int, version: tuple) -> list[tuple[int, int, int]]:
     """Return (pair id, query image id, match image id) of a variant's pairs (cached)."""
     cache = current_app.extensions.get("dope_pairs")
     if cache is None or cache["version"] != version:
@@ -93,8 +93,7 @@ def pick_pair(conn, variant_id: int, seen: tuple[set, set], version: tuple,
               rng=random) -> Chosen | None:
     """Return a random pair of this variant that the voter has not seen, or None."""
     seen_queries, seen_images = seen
-    candidates_ = candidates(conn, variant_id, version)
-    fresh = [pair_id for pair_id, q, m in candidates_
+    fresh = [pair_id for pair_id, q, m in variant_pairs(conn, variant_id, version)
              if (variant_id, q) not in seen_queries and (q, m) not in seen_images]
     if not fresh:
         return None
