@@ -10,6 +10,7 @@ from flask import Flask, jsonify, render_template, request
 from werkzeug.exceptions import HTTPException, InternalServerError
 
 from . import config as config_module
+from . import fastsql
 from .extensions import db, migrate
 
 logger = logging.getLogger(__name__)
@@ -35,6 +36,7 @@ def create_app(test_config=None):
     os.makedirs(app.config["DOPE_IMAGE_DIR"], exist_ok=True)
 
     db.init_app(app)
+    fastsql.init_app(app)
     migrate.init_app(app, db, directory=str(ROOT / "migrations"))
 
     from . import api, game, leaderboard, team

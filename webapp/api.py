@@ -5,23 +5,31 @@ from __future__ import annotations
 import json
 import logging
 import math
-import re
 from datetime import timedelta
 from urllib.parse import urlsplit
 
 import sqlalchemy as sa
-from flask import Blueprint, current_app, jsonify, request, session, url_for
+from flask import Blueprint, after_this_request, current_app, g, jsonify, request, session, url_for
 from sqlalchemy.exc import IntegrityError, OperationalError
 
+from . import fastsql
 from .extensions import db
 from .models import VERDICTS, IssuedToken, Pair, Variant, Vote, Voter, utcnow
 from .pairing import next_pair, voter_history
-from .tokens import TokenError, make_pair_token, new_voter_id, read_pair_token
+from .tokens import (
+    VOTER_COOKIE,
+    VOTER_RE,
+    TokenError,
+    make_pair_token,
+    new_voter_id,
+    read_pair_token,
+    read_voter_cookie,
+    voter_cookie,
+)
 
 bp = Blueprint("api", __name__, url_prefix="/api")
 logger = logging.getLogger(__name__)
 
-VOTER_RE = re.compile(r"^[0-9a-f]{32}$")
 MAX_DECISION_MS = 3_600_000
 
 
@@ -45,6 +53,7 @@ def api_error(exc: ApiError):
 def database_busy(exc: OperationalError):
     # A database still locked after the busy timeout: say so and let the client retry.
     db.session.rollback()
+    fastsql.rollback()
     logger.warning("Database busy: %s", exc.orig)
     return api_error(ApiError(503, "busy", "The server is busy; try again.", retry_after=1))
 
@@ -56,22 +65,44 @@ def no_store(response):
 
 
 def current_voter_id() -> str | None:
-    """Return this session's voter id if it has a well-formed one."""
-    voter_id = session.get("voter")
-    return voter_id if isinstance(voter_id, str) and VOTER_RE.match(voter_id) else None
+    """Return the voter id of this browser's signed voter cookie, None without one.
+
+    Voters from before the voter cookie carry their id in Flask's session cookie:
+    they keep it, and get the voter cookie on this response.
+    """
+    if "dope_voter" in g:
+        return g.dope_voter
+    voter_id = read_voter_cookie(request.cookies.get(VOTER_COOKIE))
+    if voter_id is None:
+        legacy = session.get("voter")
+        if isinstance(legacy, str) and VOTER_RE.match(legacy):
+            voter_id = legacy
+            session.pop("voter")
+            give_voter_cookie(voter_id)
+    g.dope_voter = voter_id
+    return voter_id
 
 
-def _conn():
-    """Return the request transaction's connection: hot paths skip the ORM's bookkeeping."""
-    return db.session.connection()
+def give_voter_cookie(voter_id: str) -> None:
+    """Set the signed voter cookie on this request's response, whatever it turns out to be."""
+    @after_this_request
+    def set_cookie(response):
+        interface, app = current_app.session_interface, current_app._get_current_object()
+        response.set_cookie(
+            VOTER_COOKIE, voter_cookie(voter_id), path=interface.get_cookie_path(app),
+            domain=interface.get_cookie_domain(app), secure=interface.get_cookie_secure(app),
+            httponly=True, samesite=interface.get_cookie_samesite(app))
+        return response
 
 
-# The hot paths' statements are built once; SQLAlchemy caches their compiled SQL.
+# The hot paths' statements are built once, compiled once per dialect and run on the
+# request's DB-API connection (fastsql): the ORM's bookkeeping would cost more than
+# the database does.
 _DATETIME = sa.DateTime()
 _NOW = sa.bindparam("b_now", type_=_DATETIME)
-_ISSUE_TOKEN = sa.insert(IssuedToken).values(
+_ISSUE_TOKEN = fastsql.Prepared(sa.insert(IssuedToken).values(
     nonce=sa.bindparam("b_nonce"), voter_id=sa.bindparam("b_voter"),
-    pair_id=sa.bindparam("b_pair"), issued_at=_NOW, used=False)
+    pair_id=sa.bindparam("b_pair"), issued_at=_NOW, used=False))
 
 
 def create_voter(voter_id: str) -> None:
@@ -92,8 +123,9 @@ def ensure_voter() -> str:
     """
     voter_id = current_voter_id()
     if voter_id is None:
-        voter_id = session["voter"] = new_voter_id()
+        voter_id = g.dope_voter = new_voter_id()
         create_voter(voter_id)
+        give_voter_cookie(voter_id)
     return voter_id
 
 
@@ -113,7 +145,8 @@ def check_pair_rate(voter_id: str, history: list[tuple]) -> None:
     if cap <= 0 or sum(1 for *_, recent in history if recent) < cap:
         return
     # The cap-th newest token leaves the window first: that is when the voter may go on.
-    oldest = _conn().execute(_OLDEST_COUNTED, {"b_voter": voter_id, "b_offset": cap - 1}).scalar()
+    oldest = db.session.execute(_OLDEST_COUNTED,
+                                {"b_voter": voter_id, "b_offset": cap - 1}).scalar()
     raise ApiError(429, "rate_limited", "Too many pairs this hour; take a break.",
                    retry_after=round(_retry_after(oldest), 3))
 
@@ -122,22 +155,23 @@ def issue_token(voter_id: str, pair_id: int) -> str:
     """Store a fresh single-use token for the voter and pair (committed); return its nonce."""
     nonce = new_voter_id()
     params = {"b_nonce": nonce, "b_voter": voter_id, "b_pair": pair_id, "b_now": utcnow()}
+    conn = fastsql.connection()
     try:
-        _conn().execute(_ISSUE_TOKEN, params)
-        db.session.commit()
+        _ISSUE_TOKEN.execute(conn, params)
+        fastsql.commit()
     except IntegrityError:
         # The voter row is missing (the database was reset under a live cookie).
-        db.session.rollback()
+        fastsql.rollback()
         create_voter(voter_id)
-        _conn().execute(_ISSUE_TOKEN, params)
-        db.session.commit()
+        _ISSUE_TOKEN.execute(conn, params)
+        fastsql.commit()
     return nonce
 
 
 @bp.get("/pair")
 def pair():
     voter_id = ensure_voter()
-    history = voter_history(_conn(), voter_id, since=utcnow() - timedelta(hours=1))
+    history = voter_history(voter_id, since=utcnow() - timedelta(hours=1))
     check_pair_rate(voter_id, history)
     chosen = next_pair(voter_id, current_app.config["DOPE_CONTROL_SHARE"], history=history)
     if chosen is None:
@@ -197,7 +231,7 @@ def read_decision_ms(value) -> int | None:
 
 _FRESH_WINDOW = sa.or_(Voter.window_start.is_(None),
                        Voter.window_start <= sa.bindparam("b_hour_ago", type_=_DATETIME))
-_CLAIM_RATE_SLOT = (
+_CLAIM_RATE_SLOT = fastsql.Prepared(
     sa.update(Voter)
     .where(Voter.id == sa.bindparam("b_voter"),
            sa.or_(Voter.last_vote_at.is_(None),
@@ -208,34 +242,37 @@ _CLAIM_RATE_SLOT = (
             window_votes=sa.case((_FRESH_WINDOW, 1), else_=Voter.window_votes + 1),
             votes_cast=Voter.votes_cast + 1)
     .returning(Voter.votes_cast))
-_TOKEN = (sa.select(IssuedToken.voter_id, IssuedToken.used)
-          .where(IssuedToken.nonce == sa.bindparam("b_nonce")))
+_TOKEN = fastsql.Prepared(sa.select(IssuedToken.voter_id, IssuedToken.used)
+                          .where(IssuedToken.nonce == sa.bindparam("b_nonce")))
 # Conditional: of two racing requests with one token, exactly one changes the row.
-_SPEND_TOKEN = (sa.update(IssuedToken)
-                .where(IssuedToken.nonce == sa.bindparam("b_nonce"),
-                       IssuedToken.voter_id == sa.bindparam("b_voter"),
-                       IssuedToken.used.is_(False))
-                .values(used=True).returning(IssuedToken.pair_id))
+_SPEND_TOKEN = fastsql.Prepared(sa.update(IssuedToken)
+                                .where(IssuedToken.nonce == sa.bindparam("b_nonce"),
+                                       IssuedToken.voter_id == sa.bindparam("b_voter"),
+                                       IssuedToken.used.is_(False))
+                                .values(used=True).returning(IssuedToken.pair_id))
 _VOTE_COLUMNS = ["pair_id", "variant_id", "voter_id", "verdict", "decision_ms", "created_at",
                  "token_nonce"]
-_INSERT_VOTE = sa.insert(Vote).from_select(_VOTE_COLUMNS, sa.select(
+_INSERT_VOTE = fastsql.Prepared(sa.insert(Vote).from_select(_VOTE_COLUMNS, sa.select(
     Pair.id, Pair.variant_id, sa.bindparam("b_voter", type_=sa.String()),
     sa.bindparam("b_verdict", type_=sa.String()), sa.bindparam("b_ms", type_=sa.Integer()),
     _NOW, sa.bindparam("b_nonce", type_=sa.String()))
-    .where(Pair.id == sa.bindparam("b_pair"))).returning(Vote.id, Vote.variant_id)
+    .where(Pair.id == sa.bindparam("b_pair"))).returning(Vote.id, Vote.variant_id))
 _COUNT_VOTE = {
-    verdict: sa.update(Variant).where(Variant.id == sa.bindparam("b_variant"))
-    .values({getattr(Variant, f"{verdict}_count"): getattr(Variant, f"{verdict}_count") + 1})
+    verdict: fastsql.Prepared(
+        sa.update(Variant).where(Variant.id == sa.bindparam("b_variant"))
+        .values({getattr(Variant, f"{verdict}_count"): getattr(Variant, f"{verdict}_count") + 1}))
     for verdict in VERDICTS}
 
 
 def claim_rate_slot(conn, voter_id: str) -> int | None:
     """Count one vote against the voter's limits; return votes_cast, None if limited."""
     cfg, now = current_app.config, utcnow()
-    return conn.execute(_CLAIM_RATE_SLOT, {
+    # fetchall: a DML statement with RETURNING is finished only once its rows are read.
+    rows = _CLAIM_RATE_SLOT.execute(conn, {
         "b_voter": voter_id, "b_now": now, "b_hour_ago": now - timedelta(hours=1),
         "b_min_gap": now - timedelta(milliseconds=cfg["DOPE_MIN_VOTE_INTERVAL_MS"]),
-        "b_cap": cfg["DOPE_MAX_VOTES_PER_HOUR"]}).scalar()
+        "b_cap": cfg["DOPE_MAX_VOTES_PER_HOUR"]}).fetchall()
+    return rows[0][0] if rows else None
 
 
 def rate_limited(voter_id: str) -> ApiError:
@@ -254,32 +291,32 @@ def rate_limited(voter_id: str) -> ApiError:
 
 def spend_token(conn, nonce: str, voter_id: str) -> int:
     """Mark the voter's token used; return its pair id, or raise 400/409 saying why not."""
-    pair_id = conn.execute(_SPEND_TOKEN, {"b_nonce": nonce, "b_voter": voter_id}).scalar()
-    if pair_id is not None:
-        return pair_id
-    token = conn.execute(_TOKEN, {"b_nonce": nonce}).first()
-    db.session.rollback()
-    if token is None or token.voter_id != voter_id:
+    rows = _SPEND_TOKEN.execute(conn, {"b_nonce": nonce, "b_voter": voter_id}).fetchall()
+    if rows:
+        return rows[0][0]
+    token = _TOKEN.execute(conn, {"b_nonce": nonce}).fetchone()
+    fastsql.rollback()
+    if token is None or token[0] != voter_id:
         raise ApiError(400, "bad_token", "The token is not valid.")
     raise ApiError(409, "already_voted", "This pair has already been judged.")
 
 
 def record_vote(nonce: str, voter_id: str, verdict: str, decision_ms: int | None) -> tuple:
     """Store one vote for a token exactly once; return (vote id, votes cast)."""
-    conn = _conn()
+    conn = fastsql.connection()
     pair_id = spend_token(conn, nonce, voter_id)
     votes_cast = claim_rate_slot(conn, voter_id)
     if votes_cast is None:
-        db.session.rollback()
+        fastsql.rollback()
         raise rate_limited(voter_id)
     try:
-        vote_id, variant_id = conn.execute(_INSERT_VOTE, {
+        vote_id, variant_id = _INSERT_VOTE.execute(conn, {
             "b_pair": pair_id, "b_voter": voter_id, "b_verdict": verdict, "b_ms": decision_ms,
-            "b_now": utcnow(), "b_nonce": nonce}).one()
-        conn.execute(_COUNT_VOTE[verdict], {"b_variant": variant_id})
-        db.session.commit()
+            "b_now": utcnow(), "b_nonce": nonce}).fetchall()[0]
+        _COUNT_VOTE[verdict].execute(conn, {"b_variant": variant_id})
+        fastsql.commit()
     except IntegrityError as exc:
-        db.session.rollback()
+        fastsql.rollback()
         raise ApiError(409, "already_voted", "This pair has already been judged.") from exc
     return vote_id, votes_cast
 
@@ -289,9 +326,10 @@ def vote():
     if not origin_ok():
         raise ApiError(403, "bad_origin", "Cross-site votes are not accepted.")
     token, verdict, decision_ms = read_vote_body()
+    voter_id = current_voter_id()
     try:
-        nonce = read_pair_token(token, current_voter_id())
+        nonce = read_pair_token(token, voter_id)
     except TokenError as exc:
         raise ApiError(exc.status, exc.error, exc.message) from exc
-    vote_id, votes_cast = record_vote(nonce, current_voter_id(), verdict, decision_ms)
+    vote_id, votes_cast = record_vote(nonce, voter_id, verdict, decision_ms)
     return jsonify({"id": vote_id, "votes_cast": votes_cast}), 201

@@ -5,16 +5,16 @@ from __future__ import annotations
 import time
 
 import requests
-from e2e_harness import LiveServer, session_payload
+from e2e_harness import LiveServer, voter_of_cookie
 
 VERDICT_FIELDS = {"dope": ("votes", "approvals"), "nope": ("votes",), "skip": ("skips",)}
 
 
 def voter_id_of(context, server: LiveServer) -> str:
-    """Return the voter id in a browser context's session cookie."""
-    cookies = [c for c in context.cookies(server.url) if c["name"] == "session"]
-    assert cookies, "the browser got no session cookie"
-    return session_payload(cookies[0]["value"])["voter"]
+    """Return the voter id in a browser context's voter cookie."""
+    cookies = [c for c in context.cookies(server.url) if c["name"] == "dope_voter"]
+    assert cookies, "the browser got no voter cookie"
+    return voter_of_cookie(cookies[0]["value"])
 
 
 def votes_of(server: LiveServer, voter: str) -> list[tuple]:

@@ -10,8 +10,8 @@ from __future__ import annotations
 import base64
 import contextlib
 import glob
-import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -73,11 +73,14 @@ def decode_signed(value: str) -> str | None:
         return None
 
 
-def session_payload(cookie_value: str) -> dict:
-    """Return the Flask session cookie's payload as a dict."""
-    text = decode_signed(cookie_value)
-    assert text is not None, f"the session cookie is not a Flask session: {cookie_value!r}"
-    return json.loads(text)
+VOTER_COOKIE = re.compile(r"^([0-9a-f]{32})\.[A-Za-z0-9_-]{43}$")
+
+
+def voter_of_cookie(cookie_value: str) -> str:
+    """Return the voter id in a signed `dope_voter` cookie value (`<voter id>.<mac>`)."""
+    match = VOTER_COOKIE.match(cookie_value)
+    assert match, f"not a voter cookie: {cookie_value!r}"
+    return match.group(1)
 
 
 def flask_cli(env: dict, *args: str) -> str:

@@ -1,8 +1,10 @@
 """Blindness: nothing a voter's browser receives names or hints at the variant.
 
 A real Chromium plays 50 votes against a real gunicorn while every response is kept:
-HTML, CSS, JS, JSON, image bytes, every header, every Set-Cookie. Signed values
-(the Flask session cookie, pair tokens) are decoded, because signed is not secret.
+HTML, CSS, JS, JSON, image bytes, every header, every Set-Cookie. Signed is not
+secret: the voter cookie and pair tokens must have their exact plain formats (ids,
+a time and a MAC), and any itsdangerous-style value (a Flask session cookie) is
+decoded and searched too.
 The checker is then run on that corpus, and shown to catch leaks planted in it.
 """
 
@@ -17,12 +19,14 @@ from urllib.parse import urlsplit
 
 import pytest
 from e2e_checks import voter_id_of, wait_for_votes
-from e2e_harness import decode_signed
+from e2e_harness import VOTER_COOKIE, decode_signed
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(240)]
 
 VOTES = 50
 IMAGE_PATH = re.compile(r"^/images/([0-9a-f]{64})\.(png|jpg|jpeg|webp)$")
+# A pair token is <random nonce>.<voter id>.<issue time, hex seconds>.<HMAC-SHA256>.
+PAIR_TOKEN = re.compile(r"^[0-9a-f]{32}\.[0-9a-f]{32}\.[0-9a-f]{1,12}\.[A-Za-z0-9_-]{43}$")
 STATIC_TYPES = ("text/css", "javascript", "image/svg")
 TEXT_TYPES = ("text/", "json", "javascript", "xml")
 # Words that would tell a voter what kind of thing picked the match, whatever the build.
@@ -104,8 +108,10 @@ def _dynamic_strings(item: Served) -> list[tuple[str, str, bool]]:
     for name, value in item.headers:
         if name.lower() == "set-cookie":
             cookie_value = value.split(";", 1)[0].split("=", 1)[-1]
+            out.append((f"{item.url} Set-Cookie", value, False))
             decoded = decode_signed(cookie_value)
-            out.append((f"{item.url} Set-Cookie", decoded or value, decoded is not None))
+            if decoded is not None:
+                out.append((f"{item.url} Set-Cookie decoded", decoded, True))
         else:
             out.append((f"{item.url} header {name}", value, False))
     if "json" in item.content_type:
@@ -118,8 +124,10 @@ def _dynamic_strings(item: Served) -> list[tuple[str, str, bool]]:
             elif isinstance(x, list):
                 stack.extend(x)
             elif isinstance(x, str):
+                out.append((f"{item.url} JSON value", x, False))
                 decoded = decode_signed(x) if x.count(".") >= 2 else None
-                out.append((f"{item.url} JSON value", decoded or x, decoded is not None))
+                if decoded is not None:
+                    out.append((f"{item.url} JSON value decoded", decoded, True))
     elif "html" in item.content_type:
         out.append((f"{item.url} HTML", item.body.decode("utf-8", "replace"), False))
     return out
@@ -148,10 +156,18 @@ def find_leaks(served: list[Served], hints: Hints, extra_text: dict | None = Non
 def _structure_leaks(item: Served) -> list[str]:
     """Pair JSON has exactly a token and two content-addressed image URLs."""
     path, leaks = item.path, []
+    for name, value in item.headers:
+        if name.lower() == "set-cookie" and value.startswith("dope_voter="):
+            cookie = value.split(";", 1)[0].split("=", 1)[1]
+            if not VOTER_COOKIE.match(cookie):
+                leaks.append(f"{item.url}: voter cookie {cookie!r} is not <voter id>.<mac>")
     if path == "/api/pair" and item.status == 200:
         body = json.loads(item.body)
         if set(body) != {"token", "query", "match"}:
             leaks.append(f"{item.url}: pair JSON has keys {sorted(body)}")
+        if not PAIR_TOKEN.match(str(body.get("token"))):
+            leaks.append(f"{item.url}: token {body.get('token')!r} is not "
+                         "<random nonce>.<voter id>.<issue time>.<mac>")
         for side in ("query", "match"):
             if not isinstance(body.get(side), dict) or set(body[side]) != {"url"}:
                 leaks.append(f"{item.url}: {side} is {body.get(side)!r}, not just a url")

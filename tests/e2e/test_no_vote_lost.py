@@ -1,7 +1,7 @@
 """No vote lost: 8 voters x 500 votes against gunicorn, on SQLite and PostgreSQL,
 then again while gunicorn workers are killed with SIGKILL mid-run.
 
-Each voter is its own requests.Session (its own signed session cookie). A request
+Each voter is its own requests.Session (its own signed voter cookie). A request
 that dies with the worker is resent with the SAME token, as the browser does: a
 vote that was stored but whose answer was lost comes back 409 and counts as stored.
 At the end every acknowledged vote is in the database exactly once, the database
@@ -22,7 +22,7 @@ from dataclasses import asdict, dataclass, field
 import pytest
 import requests
 from buildmaker import write_build
-from e2e_harness import running_server, session_payload
+from e2e_harness import running_server, voter_of_cookie
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.timeout(900)]
 
@@ -117,7 +117,7 @@ def cast_votes(url: str, n: int, seed: int, progress: Progress) -> VoterLog:
             if token is None:
                 break
             _send_vote(s, url, token, rng.choice(VERDICTS), log, progress)
-        log.voter_id = session_payload(s.cookies["session"])["voter"]
+        log.voter_id = voter_of_cookie(s.cookies["dope_voter"])
     return log
 
 

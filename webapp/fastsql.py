@@ -1,0 +1,99 @@
+"""Run the game's hot-path statements straight on the request's DB-API connection.
+
+Each statement is an ordinary SQLAlchemy Core statement, compiled once per dialect,
+so the SQL and every dialect's quirks (parameter style, casts, booleans, how SQLite
+stores a DateTime) stay SQLAlchemy's. Executing the compiled string on the DB-API
+cursor then skips the Session, Connection and Result layers, which cost more per
+statement than SQLite itself takes to run it (see docs/benchmarks.md).
+
+A request borrows one pooled DB-API connection (`connection()`) and gives it back
+at teardown, rolled back by the pool if it was not committed. Driver errors are
+re-raised as SQLAlchemy's exception classes (IntegrityError, OperationalError...),
+so the handlers written for the ORM path keep working.
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from flask import Flask, g
+
+from .extensions import db
+
+
+class Prepared:
+    """A Core statement compiled once per dialect, run on a DB-API connection."""
+
+    __slots__ = ("statement", "_compiled")
+
+    def __init__(self, statement):
+        self.statement = statement
+        self._compiled: dict[str, tuple] = {}
+
+    def _compile(self, dialect) -> tuple:
+        compiled = self.statement.compile(dialect=dialect)
+        fixed, processors = {}, {}
+        for bind, name in compiled.bind_names.items():
+            if not bind.required:
+                fixed[name] = bind.effective_value
+            process = bind.type.dialect_impl(dialect).bind_processor(dialect)
+            if process is not None:
+                processors[name] = process
+        order = tuple(compiled.positiontup) if compiled.positional else None
+        entry = self._compiled[dialect.name] = (compiled.string, fixed, processors, order)
+        return entry
+
+    def execute(self, conn, params: dict | None = None):
+        """Execute on a pooled DB-API connection; return the DB-API cursor."""
+        dialect = db.engine.dialect
+        sql, fixed, processors, order = (self._compiled.get(dialect.name)
+                                         or self._compile(dialect))
+        values = {**fixed, **params} if params else dict(fixed)
+        for name, process in processors.items():
+            values[name] = process(values[name])
+        args = tuple(values[name] for name in order) if order is not None else values
+        cursor = conn.cursor()
+        try:
+            cursor.execute(sql, args)
+        except dialect.loaded_dbapi.Error as exc:
+            raise sa.exc.DBAPIError.instance(sql, args, exc, dialect.loaded_dbapi.Error,
+                                             dialect=dialect) from exc
+        return cursor
+
+
+def connection():
+    """Return this request's pooled DB-API connection, checking one out if needed."""
+    conn = g.get("_dope_dbapi")
+    if conn is None:
+        conn = g._dope_dbapi = db.engine.raw_connection()
+    return conn
+
+
+def commit() -> None:
+    _finish("commit")
+
+
+def rollback() -> None:
+    _finish("rollback")
+
+
+def _finish(action: str) -> None:
+    conn = g.get("_dope_dbapi")
+    if conn is None:
+        return
+    try:
+        getattr(conn, action)()
+    except db.engine.dialect.loaded_dbapi.Error as exc:
+        raise sa.exc.DBAPIError.instance(action.upper(), (), exc,
+                                         db.engine.dialect.loaded_dbapi.Error,
+                                         dialect=db.engine.dialect) from exc
+
+
+def release(exc=None) -> None:
+    """Give the request's connection back to the pool (which rolls back what is open)."""
+    conn = g.pop("_dope_dbapi", None)
+    if conn is not None:
+        conn.close()
+
+
+def init_app(app: Flask) -> None:
+    app.teardown_appcontext(release)
