@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 
 from flask import Flask, jsonify, render_template, request
+from flask.sessions import SecureCookieSessionInterface
 from werkzeug.exceptions import HTTPException, InternalServerError
 
 from . import config as config_module
@@ -52,16 +53,41 @@ def create_app(test_config=None):
     app.jinja_env.globals["csrf_token"] = csrf_token
     register_error_handlers(app)
     app.after_request(security_headers)
+    app.session_interface = SessionInterface()
     return app
 
 
+SECURITY_HEADERS = (("Content-Security-Policy", CSP), ("X-Content-Type-Options", "nosniff"),
+                    ("Referrer-Policy", "same-origin"), ("X-Frame-Options", "DENY"))
+
+
 def security_headers(response):
-    """Add headers that keep pages from being framed, sniffed or fed foreign code."""
-    response.headers.setdefault("Content-Security-Policy", CSP)
-    response.headers.setdefault("X-Content-Type-Options", "nosniff")
-    response.headers.setdefault("Referrer-Policy", "same-origin")
-    response.headers.setdefault("X-Frame-Options", "DENY")
+    """Add headers that keep pages from being framed, sniffed or fed foreign code.
+
+    A view that set one of them keeps its own (one pass over the headers, not four).
+    """
+    headers = response.headers
+    present = {name.lower() for name, _ in headers.items()}
+    for name, value in SECURITY_HEADERS:
+        if name.lower() not in present:
+            headers.add(name, value)
     return response
+
+
+class SessionInterface(SecureCookieSessionInterface):
+    """Flask's signed-cookie session, with the signing serializer built once per key.
+
+    Flask builds it on every request, cookie or not (a JSON round trip to test the
+    serializer, a key derivation); voters carry no Flask session at all.
+    """
+
+    def get_signing_serializer(self, app: Flask):
+        key = (app.secret_key, tuple(app.config.get("SECRET_KEY_FALLBACKS") or ()))
+        cached = app.extensions.get("dope_session_serializer")
+        if cached is None or cached[0] != key:
+            cached = app.extensions["dope_session_serializer"] = (
+                key, super().get_signing_serializer(app))
+        return cached[1]
 
 
 def _wants_json() -> bool:

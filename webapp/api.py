@@ -9,13 +9,14 @@ from datetime import timedelta
 from urllib.parse import urlsplit
 
 import sqlalchemy as sa
-from flask import Blueprint, after_this_request, current_app, g, jsonify, request, session, url_for
+from flask import Blueprint, after_this_request, current_app, g, jsonify, request, session
 from sqlalchemy.exc import IntegrityError, OperationalError
 
 from . import fastsql
 from .extensions import db
+from .game import image_url
 from .models import VERDICTS, IssuedToken, Pair, Variant, Vote, Voter, utcnow
-from .pairing import next_pair, voter_history
+from .pairing import next_pair, seen_by
 from .tokens import (
     VOTER_COOKIE,
     VOTER_RE,
@@ -62,6 +63,12 @@ def database_busy(exc: OperationalError):
 def no_store(response):
     response.headers["Cache-Control"] = "no-store"
     return response
+
+
+def json_response(body: dict, status: int = 200):
+    """Return compact JSON like jsonify, without its per-call provider machinery."""
+    return current_app.response_class(json.dumps(body, separators=(",", ":")), status=status,
+                                      mimetype="application/json")
 
 
 def current_voter_id() -> str | None:
@@ -133,16 +140,25 @@ def _retry_after(oldest) -> float:
     return max(1.0, (oldest + timedelta(hours=1) - utcnow()).total_seconds())
 
 
+_COUNT_RECENT = (sa.select(sa.func.count(IssuedToken.id))
+                 .where(IssuedToken.voter_id == sa.bindparam("b_voter"),
+                        IssuedToken.issued_at > sa.bindparam("b_since", type_=sa.DateTime())))
 _OLDEST_COUNTED = (sa.select(IssuedToken.issued_at)
                    .where(IssuedToken.voter_id == sa.bindparam("b_voter"))
                    .order_by(IssuedToken.issued_at.desc())
                    .offset(sa.bindparam("b_offset", type_=sa.Integer())).limit(1))
 
 
-def check_pair_rate(voter_id: str, history: list[tuple]) -> None:
-    """Refuse more pairs than DOPE_MAX_PAIRS_PER_HOUR for one voter (from its history)."""
+def check_pair_rate(voter_id: str, tokens_ever: int) -> None:
+    """Refuse more pairs than DOPE_MAX_PAIRS_PER_HOUR for one voter.
+
+    Only a voter who has been issued at least the cap in all has its last hour counted.
+    """
     cap = current_app.config["DOPE_MAX_PAIRS_PER_HOUR"]
-    if cap <= 0 or sum(1 for *_, recent in history if recent) < cap:
+    if cap <= 0 or tokens_ever < cap:
+        return
+    since = utcnow() - timedelta(hours=1)
+    if db.session.execute(_COUNT_RECENT, {"b_voter": voter_id, "b_since": since}).scalar() < cap:
         return
     # The cap-th newest token leaves the window first: that is when the voter may go on.
     oldest = db.session.execute(_OLDEST_COUNTED,
@@ -171,16 +187,16 @@ def issue_token(voter_id: str, pair_id: int) -> str:
 @bp.get("/pair")
 def pair():
     voter_id = ensure_voter()
-    history = voter_history(voter_id, since=utcnow() - timedelta(hours=1))
-    check_pair_rate(voter_id, history)
-    chosen = next_pair(voter_id, current_app.config["DOPE_CONTROL_SHARE"], history=history)
+    state = seen_by(voter_id)
+    check_pair_rate(voter_id, state[0].count)
+    chosen = next_pair(voter_id, current_app.config["DOPE_CONTROL_SHARE"], state=state)
     if chosen is None:
         raise ApiError(404, "no_pairs", "You have judged every pair we have. Thank you!")
     nonce = issue_token(voter_id, chosen.id)
-    return jsonify({
+    return json_response({
         "token": make_pair_token(nonce, voter_id),
-        "query": {"url": url_for("game.image", name=chosen.query_file)},
-        "match": {"url": url_for("game.image", name=chosen.match_file)},
+        "query": {"url": image_url(chosen.query_file)},
+        "match": {"url": image_url(chosen.match_file)},
     })
 
 
@@ -332,4 +348,4 @@ def vote():
     except TokenError as exc:
         raise ApiError(exc.status, exc.error, exc.message) from exc
     vote_id, votes_cast = record_vote(nonce, voter_id, verdict, decision_ms)
-    return jsonify({"id": vote_id, "votes_cast": votes_cast}), 201
+    return json_response({"id": vote_id, "votes_cast": votes_cast}, 201)

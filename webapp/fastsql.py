@@ -14,6 +14,8 @@ so the handlers written for the ORM path keep working.
 
 from __future__ import annotations
 
+import operator
+
 import sqlalchemy as sa
 from flask import Flask, g
 
@@ -38,19 +40,27 @@ class Prepared:
             process = bind.type.dialect_impl(dialect).bind_processor(dialect)
             if process is not None:
                 processors[name] = process
-        order = tuple(compiled.positiontup) if compiled.positional else None
-        entry = self._compiled[dialect.name] = (compiled.string, fixed, processors, order)
+        if not compiled.positional:
+            arguments = None
+        elif len(compiled.positiontup) == 1:
+            name = compiled.positiontup[0]
+            arguments = lambda values: (values[name],)  # noqa: E731
+        else:
+            arguments = operator.itemgetter(*compiled.positiontup) if compiled.positiontup \
+                else (lambda values: ())
+        entry = self._compiled[dialect.name] = (compiled.string, fixed,
+                                                tuple(processors.items()), arguments)
         return entry
 
     def execute(self, conn, params: dict | None = None):
         """Execute on a pooled DB-API connection; return the DB-API cursor."""
         dialect = db.engine.dialect
-        sql, fixed, processors, order = (self._compiled.get(dialect.name)
-                                         or self._compile(dialect))
+        sql, fixed, processors, arguments = (self._compiled.get(dialect.name)
+                                             or self._compile(dialect))
         values = {**fixed, **params} if params else dict(fixed)
-        for name, process in processors.items():
+        for name, process in processors:
             values[name] = process(values[name])
-        args = tuple(values[name] for name in order) if order is not None else values
+        args = arguments(values) if arguments is not None else values
         cursor = conn.cursor()
         try:
             cursor.execute(sql, args)

@@ -12,7 +12,7 @@ served; the other variant gets that query from other voters.
 from __future__ import annotations
 
 import random
-from datetime import datetime
+from collections import OrderedDict
 from typing import NamedTuple
 
 import sqlalchemy as sa
@@ -32,20 +32,33 @@ class Chosen(NamedTuple):
 
 
 # Built once, compiled once per dialect, run on the DB-API connection (fastsql).
-# Pairs are only ever added (by import-build), never changed or deleted, so the
-# last two columns name the pair table's content: an import that adds pairs raises
-# MAX(pair.id). They ride along with the variant list to save a round trip.
-_VARIANTS = fastsql.Prepared(sa.select(
-    Variant.id, Variant.control, Variant.dope_count + Variant.nope_count + Variant.skip_count,
-    sa.select(sa.func.max(Pair.id)).scalar_subquery(),
-    sa.select(Build.build_id).order_by(Build.id.desc()).limit(1).scalar_subquery()))
-# The last column says whether the pair was issued since b_since (for the hourly cap):
-# a flag, since turning every row's timestamp into a datetime costs more than the query.
-_HISTORY = fastsql.Prepared(
-    sa.select(Pair.variant_id, Pair.query_id, Pair.match_id,
-              IssuedToken.issued_at > sa.bindparam("b_since", type_=sa.DateTime()))
-    .join(IssuedToken, IssuedToken.pair_id == Pair.id)
-    .where(IssuedToken.voter_id == sa.bindparam("b_voter")))
+# Variant rows: (id, control, judgments, MAX(pair.id), MAX(build.id)). Pairs and builds
+# are only ever added (by import-build), never changed or deleted, so the last two
+# name the pair table's content: an import that adds pairs raises them.
+_VARIANT_ROWS = (Variant.id, sa.cast(Variant.control, sa.Integer),
+                 Variant.dope_count + Variant.nope_count + Variant.skip_count,
+                 sa.select(sa.func.max(Pair.id)).scalar_subquery(),
+                 sa.select(sa.func.max(Build.id)).scalar_subquery())
+_VARIANTS = fastsql.Prepared(sa.select(*_VARIANT_ROWS))
+# Everything a pair request reads, in one statement (one snapshot, one round trip),
+# each row tagged by its first column:
+#   VARIANT: a variant row as above;
+#   TOTAL:   how many tokens the voter holds;
+#   SHOWN:   (token id, variant, query image, match image) of each token after b_after.
+VARIANT, TOTAL, SHOWN = 0, 1, 2
+_VOTER = sa.bindparam("b_voter", type_=sa.String())
+_STATE = fastsql.Prepared(sa.union_all(
+    sa.select(sa.literal(VARIANT), *_VARIANT_ROWS),
+    sa.select(sa.literal(TOTAL), sa.func.count(IssuedToken.id), sa.null(), sa.null(), sa.null(),
+              sa.null())
+    .where(IssuedToken.voter_id == _VOTER),
+    sa.select(sa.literal(SHOWN), IssuedToken.id, Pair.variant_id, Pair.query_id, Pair.match_id,
+              sa.null())
+    .join(Pair, Pair.id == IssuedToken.pair_id)
+    .where(IssuedToken.voter_id == _VOTER,
+           IssuedToken.id > sa.bindparam("b_after", type_=sa.Integer()))))
+SEEN_VOTERS_KEPT = 1024  # per worker
+RANDOM_TRIES = 16  # random draws from a variant's pairs before listing the fresh ones
 _QUERY_IMAGE, _MATCH_IMAGE = so.aliased(Image), so.aliased(Image)
 _CANDIDATES = fastsql.Prepared(
     sa.select(Pair.id, Pair.query_id, Pair.match_id, _QUERY_IMAGE.file, _MATCH_IMAGE.file)
@@ -67,16 +80,62 @@ def variant_order(control_share: float, rng=random, rows=None) -> list[int]:
     return order + controls
 
 
-def voter_history(voter_id: str, since=None) -> list[tuple]:
-    """Return (variant, query image, match image, issued since `since`) per pair shown."""
-    since = since or datetime(1970, 1, 1)
-    return _HISTORY.execute(fastsql.connection(),
-                            {"b_voter": voter_id, "b_since": since}).fetchall()
+class Seen:
+    """What one voter has been shown: every (variant, query image) and every
+    (query image, match image), from `count` tokens, the newest read being `last_id`."""
+
+    __slots__ = ("count", "last_id", "queries", "images")
+
+    def __init__(self):
+        self.count, self.last_id, self.queries, self.images = 0, 0, set(), set()
+
+    def add(self, rows) -> None:
+        for token_id, variant_id, query_id, match_id in rows:
+            self.queries.add((variant_id, query_id))
+            self.images.add((query_id, match_id))
+            self.last_id = max(self.last_id, token_id)
+        self.count += len(rows)
 
 
-def seen_sets(history: list[tuple]) -> tuple[set, set]:
-    """Return the (variant, query) and (query image, match image) pairs in a history."""
-    return {(v, q) for v, q, _, _ in history}, {(q, m) for _, q, m, _ in history}
+def _read_state(voter_id: str, after: int) -> tuple[list, int, list]:
+    """Return (variant rows, the voter's token count, its tokens after `after`)."""
+    variants, total, shown = [], 0, []
+    for row in _STATE.execute(fastsql.connection(), {"b_voter": voter_id, "b_after": after}):
+        if row[0] == VARIANT:
+            variants.append(row[1:])
+        elif row[0] == SHOWN:
+            shown.append(row[1:5])
+        else:
+            total = row[1]
+    return variants, total, shown
+
+
+def seen_by(voter_id: str) -> tuple[Seen, list]:
+    """Return what this voter has been shown, kept per worker and brought up to date,
+    and the variant rows read in the same statement.
+
+    Each worker remembers the last SEEN_VOTERS_KEPT voters it served and reads only
+    the tokens issued since (by any worker). The voter's token count, read in the
+    same statement, proves nothing else changed: a token committed out of id order
+    (PostgreSQL) or a deleted one makes the counts disagree, and the voter's whole
+    history is read again.
+    """
+    memo = current_app.extensions.setdefault("dope_seen", OrderedDict())
+    seen = memo.pop(voter_id, None)  # a request has it to itself, then puts it back
+    if seen is not None:
+        variants, total, rows = _read_state(voter_id, seen.last_id)
+        if total == seen.count + len(rows):
+            seen.add(rows)
+        else:
+            seen = None
+    if seen is None:
+        seen = Seen()
+        variants, total, rows = _read_state(voter_id, 0)
+        seen.add(rows)
+    memo[voter_id] = seen
+    while len(memo) > SEEN_VOTERS_KEPT:
+        memo.popitem(last=False)
+    return seen, variants
 
 
 def variant_pairs(variant_id: int, version: tuple) -> list[tuple]:
@@ -93,23 +152,40 @@ def variant_pairs(variant_id: int, version: tuple) -> list[tuple]:
     return rows
 
 
-def pick_pair(variant_id: int, seen: tuple[set, set], version: tuple,
-              rng=random) -> Chosen | None:
-    """Return a random pair of this variant that the voter has not seen, or None."""
-    seen_queries, seen_images = seen
-    fresh = [row for row in variant_pairs(variant_id, version)
-             if (variant_id, row[1]) not in seen_queries and (row[1], row[2]) not in seen_images]
-    if not fresh:
+def pick_pair(variant_id: int, seen: Seen, version: tuple, rng=random) -> Chosen | None:
+    """Return a random pair of this variant that the voter has not seen, or None.
+
+    Uniform over the fresh pairs: a few uniform draws, each kept only if fresh, then
+    (a voter who has seen most of them) a uniform choice among all the fresh ones.
+    """
+    rows = variant_pairs(variant_id, version)
+    queries, images = seen.queries, seen.images
+
+    def fresh(row) -> bool:
+        return (variant_id, row[1]) not in queries and (row[1], row[2]) not in images
+
+    chosen = None
+    for _ in range(min(len(rows), RANDOM_TRIES)):
+        row = rows[rng.randrange(len(rows))]
+        if fresh(row):
+            chosen = row
+            break
+    else:
+        candidates = [row for row in rows if fresh(row)]
+        chosen = rng.choice(candidates) if candidates else None
+    if chosen is None:
         return None
-    pair_id, _, _, query_file, match_file = rng.choice(fresh)
+    pair_id, _, _, query_file, match_file = chosen
     return Chosen(pair_id, query_file, match_file)
 
 
 def next_pair(voter_id: str, control_share: float, rng=random,
-              history: list[tuple] | None = None) -> Chosen | None:
-    """Return the next pair to show this voter, or None when none is left."""
-    seen = seen_sets(voter_history(voter_id) if history is None else history)
-    rows = _VARIANTS.execute(fastsql.connection()).fetchall()
+              state: tuple[Seen, list] | None = None) -> Chosen | None:
+    """Return the next pair to show this voter, or None when none is left.
+
+    `state` is seen_by(voter_id), when the caller has read it already.
+    """
+    seen, rows = state if state is not None else seen_by(voter_id)
     version = tuple(rows[0][3:]) if rows else ()
     for variant_id in variant_order(control_share, rng, rows):
         pair = pick_pair(variant_id, seen, version, rng)

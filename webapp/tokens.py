@@ -71,13 +71,30 @@ def voter_cookie(voter_id: str) -> str:
     return f"{voter_id}.{_mac(_keys()[0], voter_id)}"
 
 
+VERIFIED_COOKIES_KEPT = 4096
+
+
 def read_voter_cookie(value: str | None) -> str | None:
-    """Return the voter id of a valid voter cookie, None for anything else."""
+    """Return the voter id of a valid voter cookie, None for anything else.
+
+    Each worker remembers the cookie values it has verified (up to 4,096, per key):
+    a voter's every request carries the same one.
+    """
+    key = _keys()[0]
+    verified = current_app.extensions.get("dope_verified_voters")
+    if verified is None or verified[0] is not key or len(verified[1]) >= VERIFIED_COOKIES_KEPT:
+        verified = current_app.extensions["dope_verified_voters"] = (key, {})
+    voter_id = verified[1].get(value)
+    if voter_id is not None:
+        return voter_id
     match = _VOTER_COOKIE_RE.match(value) if value and len(value) == 76 else None
     if match is None:
         return None
     voter_id, mac = match.groups()
-    return voter_id if hmac.compare_digest(mac, _mac(_keys()[0], voter_id)) else None
+    if not hmac.compare_digest(mac, _mac(key, voter_id)):
+        return None
+    verified[1][value] = voter_id
+    return voter_id
 
 
 def make_pair_token(nonce: str, voter_id: str) -> str:
