@@ -1,10 +1,12 @@
 import json
 import random
 
+import pytest
 import sqlalchemy as sa
 from buildmaker import write_build
 from conftest import make_app
 
+from webapp import pairing, tokens
 from webapp.builds import import_build
 from webapp.extensions import db
 from webapp.models import IssuedToken, Pair, Variant
@@ -104,11 +106,116 @@ def test_a_newer_build_is_served_at_once_by_a_running_app(tmp_path):
     with app.app_context():
         import_build(first, app.config["DOPE_IMAGE_DIR"])
     client = app.test_client()
-    while client.get("/api/pair").status_code == 200:  # fill the cache, use every pair
-        pass
+    drain(client)  # fill the cache, use every pair
     # The same variants, new query images: new pairs for variants already cached.
     second = write_build(tmp_path / "b", n_queries=2, n_catalog=10, seed=5, build_tag="b")
     with app.app_context():
         import_build(second, app.config["DOPE_IMAGE_DIR"])
     assert client.get("/api/pair").status_code == 200
     assert len(served(app)) == len(set(served(app)))
+
+
+# ---------------------------------------------------------------- the per-worker memo
+
+def voter_pairs(app, voter):
+    """Return (variant id, query id, match id) of every token issued to a voter."""
+    with app.app_context():
+        return [tuple(r) for r in db.session.execute(
+            sa.select(Pair.variant_id, Pair.query_id, Pair.match_id)
+            .join(IssuedToken, IssuedToken.pair_id == Pair.id)
+            .where(IssuedToken.voter_id == voter).order_by(IssuedToken.id))]
+
+
+def assert_no_repeats(rows):
+    assert len({(v, q) for v, q, _ in rows}) == len(rows)  # no (variant, query) twice
+    assert len({(q, m) for _, q, m in rows}) == len(rows)  # no image pair twice
+
+
+def drain(client, most=200):
+    """Fetch pairs until none is left (a voter sees at most the 60 in the test build)."""
+    for _ in range(most):
+        if client.get("/api/pair").status_code == 404:
+            return
+    raise AssertionError(f"still serving pairs after {most}: some must repeat")
+
+
+def voter_of(client):
+    return client.get_cookie(tokens.VOTER_COOKIE).value.split(".")[0]
+
+
+def test_two_workers_never_serve_one_voter_a_pair_twice(tmp_path, build_dir):
+    """Two apps on one database stand for two gunicorn workers, each with its memo."""
+    a = make_app(tmp_path)
+    with a.app_context():
+        import_build(build_dir, a.config["DOPE_IMAGE_DIR"])
+    b = make_app(tmp_path)
+    ca, cb = a.test_client(), b.test_client()
+    assert ca.get("/api/pair").status_code == 200
+    cb.set_cookie(tokens.VOTER_COOKIE, ca.get_cookie(tokens.VOTER_COOKIE).value)
+    statuses = []
+    for i in range(80):
+        statuses.append((ca if i % 3 else cb).get("/api/pair").status_code)
+    assert statuses.count(200) > 20 and statuses[-1] == 404
+    assert_no_repeats(voter_pairs(a, voter_of(ca)))
+
+
+def test_a_token_committed_out_of_id_order_is_not_missed(loaded, client):
+    """PostgreSQL may commit token 7 after token 8: the memo's count check catches it."""
+    other = loaded.test_client()
+    for _ in range(3):
+        other.get("/api/pair")
+    for _ in range(3):
+        client.get("/api/pair")  # this worker's memo now ends at the voter's newest token
+    voter = voter_of(client)
+    with loaded.app_context():
+        gap = db.session.scalars(sa.select(IssuedToken).where(IssuedToken.voter_id != voter)
+                                 .order_by(IssuedToken.id)).first()
+        gap_id = gap.id
+        seen = {(v, q) for v, q, _ in voter_pairs(loaded, voter)}
+        late = next(p for p in db.session.scalars(sa.select(Pair).order_by(Pair.id))
+                    if (p.variant_id, p.query_id) not in seen)
+        late_row = (late.variant_id, late.query_id, late.match_id)
+        db.session.delete(gap)
+        db.session.flush()
+        # A token issued elsewhere for this voter, with an id below the memo's newest.
+        db.session.add(IssuedToken(id=gap_id, nonce="0" * 32, voter_id=voter, pair_id=late.id))
+        db.session.commit()
+    drain(client)
+    rows = voter_pairs(loaded, voter)
+    assert late_row in rows
+    assert_no_repeats(rows)
+
+
+def test_voters_evicted_from_the_memo_are_read_again(loaded, monkeypatch):
+    monkeypatch.setattr(pairing, "SEEN_VOTERS_KEPT", 1)
+    clients = [loaded.test_client() for _ in range(3)]
+    done = set()
+    for _ in range(200):
+        for i, c in enumerate(clients):
+            if i not in done and c.get("/api/pair").status_code == 404:
+                done.add(i)
+    assert len(done) == len(clients)
+    for c in clients:
+        rows = voter_pairs(loaded, voter_of(c))
+        assert len(rows) > 20
+        assert_no_repeats(rows)
+
+
+@pytest.mark.parametrize("tries", [pairing.RANDOM_TRIES, 0])
+def test_pairs_are_drawn_uniformly(loaded, monkeypatch, tries):
+    """The few random draws, and the fallback list, keep every fresh pair equally likely."""
+    monkeypatch.setattr(pairing, "RANDOM_TRIES", tries)
+    with loaded.app_context():
+        variant = db.session.scalar(sa.select(Variant.id).where(~Variant.control))
+        version = ("v",)
+    with loaded.test_request_context():
+        rows = pairing.variant_pairs(variant, version)
+        seen = pairing.Seen()
+        seen.add([(1, variant, q, m) for _, q, m, _, _ in rows[: len(rows) - 3]])
+        rng = random.Random(1)
+        counts = {}
+        for _ in range(3000):
+            chosen = pairing.pick_pair(variant, seen, version, rng)
+            counts[chosen.id] = counts.get(chosen.id, 0) + 1
+    assert set(counts) == {row[0] for row in rows[-3:]}
+    assert all(800 < n < 1200 for n in counts.values()), counts
