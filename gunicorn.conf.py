@@ -20,3 +20,15 @@ limit_request_line = 4094
 limit_request_fields = 50
 # Several servers (tests, benchmarks) may run side by side: no shared control socket.
 control_socket_disable = not os.environ.get("DOPE_CONTROL_SOCKET")
+
+
+def on_starting(server):
+    """Log the app's dev-mode warnings once, here, rather than once per worker."""
+    from webapp import config
+
+    settings = {**config.DEFAULTS, **config.from_environ()}
+    if os.environ.get("DOPE_DEMO", "").lower() in ("1", "true"):
+        settings["DOPE_DEMO"] = True
+    for message in config.dev_warnings(settings):
+        server.log.warning(message)
+    os.environ[config.WARNINGS_SAID] = "1"

@@ -73,6 +73,28 @@ def dev_mode(config, environ=os.environ) -> bool:
     return flag or bool(config.get("DOPE_DEMO")) or bool(config.get("TESTING"))
 
 
+DEV_KEY_WARNING = "Using the dev fallback SECRET_KEY; never do this in production."
+DEMO_PASSWORD_WARNING = f"Demo mode: the team page password is {DEMO_TEAM_PASSWORD!r}."
+# Set by gunicorn's master (gunicorn.conf.py) once it has logged the warnings below,
+# so that its workers do not each log them again.
+WARNINGS_SAID = "DOPE_DEV_WARNINGS_SAID"
+
+
+def dev_warnings(config, environ=os.environ) -> list[str]:
+    """Return the warnings an app with these settings logs at start-up."""
+    out = []
+    if not config.get("SECRET_KEY") and dev_mode(config, environ):
+        out.append(DEV_KEY_WARNING)
+    if not config.get("DOPE_TEAM_PASSWORD") and config.get("DOPE_DEMO"):
+        out.append(DEMO_PASSWORD_WARNING)
+    return out
+
+
+def _warn(message: str, environ) -> None:
+    if not environ.get(WARNINGS_SAID):
+        logger.warning(message)
+
+
 def finish(config, instance_path: str, environ=os.environ) -> None:
     """Fill derived defaults and refuse to run without a secret outside dev."""
     if not config.get("SECRET_KEY"):
@@ -81,7 +103,7 @@ def finish(config, instance_path: str, environ=os.environ) -> None:
                 "SECRET_KEY is not set. Set SECRET_KEY in the environment "
                 "(or FLASK_DEBUG=1 / DOPE_DEMO=1 for a local dev fallback).")
         config["SECRET_KEY"] = DEV_SECRET_KEY
-        logger.warning("Using the dev fallback SECRET_KEY; never do this in production.")
+        _warn(DEV_KEY_WARNING, environ)
     if not config.get("SQLALCHEMY_DATABASE_URI"):
         path = os.path.join(instance_path, "dope.sqlite3")
         config["SQLALCHEMY_DATABASE_URI"] = "sqlite:///" + path
@@ -96,4 +118,4 @@ def finish(config, instance_path: str, environ=os.environ) -> None:
         config["DOPE_IMAGE_DIR"] = os.path.join(instance_path, "images")
     if not config.get("DOPE_TEAM_PASSWORD") and config.get("DOPE_DEMO"):
         config["DOPE_TEAM_PASSWORD"] = DEMO_TEAM_PASSWORD
-        logger.warning("Demo mode: the team page password is %r.", DEMO_TEAM_PASSWORD)
+        _warn(DEMO_PASSWORD_WARNING, environ)
