@@ -14,6 +14,7 @@ so the handlers written for the ORM path keep working.
 
 from __future__ import annotations
 
+import contextlib
 import operator
 
 import sqlalchemy as sa
@@ -65,9 +66,19 @@ class Prepared:
         try:
             cursor.execute(sql, args)
         except dialect.loaded_dbapi.Error as exc:
+            _drop_if_disconnected(conn, dialect, exc, cursor)
             raise sa.exc.DBAPIError.instance(sql, args, exc, dialect.loaded_dbapi.Error,
                                              dialect=dialect) from exc
         return cursor
+
+
+def _drop_if_disconnected(conn, dialect, exc, cursor=None) -> None:
+    """A dead connection (a database server restart) is invalidated, never pooled again."""
+    try:
+        if dialect.is_disconnect(exc, conn.dbapi_connection, cursor):
+            conn.invalidate(exc)
+    except Exception:  # noqa: BLE001 - the original error is what the caller reports
+        pass
 
 
 def connection():
@@ -83,26 +94,36 @@ def commit() -> None:
 
 
 def rollback() -> None:
-    _finish("rollback")
+    """Roll back the request's transaction; a connection that cannot is dropped quietly
+    (rollback runs on error paths, which must answer, not fail again)."""
+    try:
+        _finish("rollback")
+    except sa.exc.DBAPIError:
+        release()
 
 
 def _finish(action: str) -> None:
     conn = g.get("_dope_dbapi")
     if conn is None:
         return
+    dialect = db.engine.dialect
     try:
         getattr(conn, action)()
-    except db.engine.dialect.loaded_dbapi.Error as exc:
-        raise sa.exc.DBAPIError.instance(action.upper(), (), exc,
-                                         db.engine.dialect.loaded_dbapi.Error,
-                                         dialect=db.engine.dialect) from exc
+    except dialect.loaded_dbapi.Error as exc:
+        _drop_if_disconnected(conn, dialect, exc)
+        raise sa.exc.DBAPIError.instance(action.upper(), (), exc, dialect.loaded_dbapi.Error,
+                                         dialect=dialect) from exc
 
 
 def release(exc=None) -> None:
     """Give the request's connection back to the pool (which rolls back what is open)."""
     conn = g.pop("_dope_dbapi", None)
     if conn is not None:
-        conn.close()
+        try:
+            conn.close()
+        except Exception:  # noqa: BLE001 - a broken connection is simply not pooled
+            with contextlib.suppress(Exception):
+                conn.invalidate()
 
 
 def init_app(app: Flask) -> None:

@@ -428,3 +428,27 @@ def test_a_live_cookie_whose_voter_row_is_gone_still_plays(loaded, client):
     assert vote.status_code == 201 and vote.json["votes_cast"] == 1
     with loaded.app_context():
         assert db.session.scalars(sa.select(Voter.id)).all() == [voter_id]
+
+
+@pytest.mark.parametrize("path", ["/api/pair", "/api/vote"])
+def test_a_database_that_fails_mid_request_is_a_503_never_a_500(loaded, client, monkeypatch,
+                                                                path):
+    """Commit fails (server gone), and so does the rollback on the error path."""
+    import sqlalchemy.exc
+
+    from webapp import fastsql
+
+    pair = client.get("/api/pair")
+
+    def broken(action):
+        raise sqlalchemy.exc.OperationalError(action.upper(), (), Exception("server closed"))
+
+    monkeypatch.setattr(fastsql, "_finish", broken)
+    if path == "/api/pair":
+        response = client.get(path)
+    else:
+        response = client.post(path, json={"token": pair.json["token"], "verdict": "dope"})
+    assert response.status_code == 503
+    assert response.json["error"] == "busy" and response.headers["Retry-After"]
+    monkeypatch.undo()
+    assert client.get("/api/pair").status_code == 200  # the next request is served
