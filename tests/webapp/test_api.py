@@ -311,6 +311,27 @@ def test_pairs_per_hour_cap(tmp_path, build_dir):
     assert client.get("/api/pair").json["error"] == "rate_limited"
 
 
+def test_pairs_per_hour_cap_counts_only_the_last_hour(tmp_path, build_dir):
+    """Tokens issued over an hour ago do not count against the cap."""
+    from datetime import timedelta
+
+    from webapp.models import utcnow
+
+    app = make_app(tmp_path, DOPE_MAX_PAIRS_PER_HOUR=2)
+    with app.app_context():
+        import_build(build_dir, app.config["DOPE_IMAGE_DIR"])
+    client = app.test_client()
+    assert [client.get("/api/pair").status_code for _ in range(3)] == [200, 200, 429]
+    with app.app_context():
+        db.session.execute(sa.update(IssuedToken).values(
+            issued_at=utcnow() - timedelta(hours=1, minutes=1)))
+        db.session.commit()
+    statuses = [client.get("/api/pair").status_code for _ in range(3)]
+    assert statuses == [200, 200, 429]
+    retry = int(client.get("/api/pair").headers["Retry-After"])
+    assert 3000 < retry <= 3600
+
+
 def test_images_are_served_with_long_cache(loaded, client):
     pair = client.get("/api/pair")
     response = client.get(pair.json["match"]["url"])
