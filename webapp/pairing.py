@@ -58,6 +58,7 @@ _STATE = fastsql.Prepared(sa.union_all(
     .where(IssuedToken.voter_id == _VOTER,
            IssuedToken.id > sa.bindparam("b_after", type_=sa.Integer()))))
 SEEN_VOTERS_KEPT = 1024  # per worker
+SEEN_TOKENS_KEPT = 200_000  # per worker, all voters together (~60 MB at most)
 RANDOM_TRIES = 16  # random draws from a variant's pairs before listing the fresh ones
 _QUERY_IMAGE, _MATCH_IMAGE = so.aliased(Image), so.aliased(Image)
 _CANDIDATES = fastsql.Prepared(
@@ -114,14 +115,17 @@ def seen_by(voter_id: str) -> tuple[Seen, list]:
     """Return what this voter has been shown, kept per worker and brought up to date,
     and the variant rows read in the same statement.
 
-    Each worker remembers the last SEEN_VOTERS_KEPT voters it served and reads only
-    the tokens issued since (by any worker). The voter's token count, read in the
+    Each worker remembers the last SEEN_VOTERS_KEPT voters it served, and no more
+    than SEEN_TOKENS_KEPT of their tokens in all (voters with huge histories cannot
+    fill its memory), and reads only the tokens issued since (by any worker).
+    The voter's token count, read in the
     same statement, proves nothing else changed: a token committed out of id order
     (PostgreSQL) or a deleted one makes the counts disagree, and the voter's whole
     history is read again.
     """
     memo = current_app.extensions.setdefault("dope_seen", OrderedDict())
     seen = memo.pop(voter_id, None)  # a request has it to itself, then puts it back
+    held = current_app.extensions.get("dope_seen_tokens", 0) - (seen.count if seen else 0)
     if seen is not None:
         variants, total, rows = _read_state(voter_id, seen.last_id)
         if total == seen.count + len(rows):
@@ -133,8 +137,12 @@ def seen_by(voter_id: str) -> tuple[Seen, list]:
         variants, total, rows = _read_state(voter_id, 0)
         seen.add(rows)
     memo[voter_id] = seen
-    while len(memo) > SEEN_VOTERS_KEPT:
-        memo.popitem(last=False)
+    held += seen.count
+    if held > SEEN_TOKENS_KEPT:  # count exactly (threads may have raced the running sum)
+        held = sum(s.count for s in list(memo.values()))
+    while len(memo) > 1 and (len(memo) > SEEN_VOTERS_KEPT or held > SEEN_TOKENS_KEPT):
+        held -= memo.popitem(last=False)[1].count
+    current_app.extensions["dope_seen_tokens"] = max(held, 0)
     return seen, variants
 
 

@@ -186,8 +186,9 @@ def test_a_token_committed_out_of_id_order_is_not_missed(loaded, client):
     assert_no_repeats(rows)
 
 
-def test_voters_evicted_from_the_memo_are_read_again(loaded, monkeypatch):
-    monkeypatch.setattr(pairing, "SEEN_VOTERS_KEPT", 1)
+@pytest.mark.parametrize("limit", [("SEEN_VOTERS_KEPT", 1), ("SEEN_TOKENS_KEPT", 10)])
+def test_voters_evicted_from_the_memo_are_read_again(loaded, monkeypatch, limit):
+    monkeypatch.setattr(pairing, *limit)
     clients = [loaded.test_client() for _ in range(3)]
     done = set()
     for _ in range(200):
@@ -195,6 +196,10 @@ def test_voters_evicted_from_the_memo_are_read_again(loaded, monkeypatch):
             if i not in done and c.get("/api/pair").status_code == 404:
                 done.add(i)
     assert len(done) == len(clients)
+    with loaded.app_context():
+        memo = loaded.extensions["dope_seen"]
+        assert len(memo) == 1 and loaded.extensions["dope_seen_tokens"] == \
+            next(iter(memo.values())).count
     for c in clients:
         rows = voter_pairs(loaded, voter_of(c))
         assert len(rows) > 20
