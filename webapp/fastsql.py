@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import operator
+import threading
 
 import sqlalchemy as sa
 from flask import Flask, g
@@ -81,11 +82,46 @@ def _drop_if_disconnected(conn, dialect, exc, cursor=None) -> None:
         pass
 
 
+class _Held:
+    """A SQLite connection a thread keeps between requests (returned when it ends)."""
+
+    __slots__ = ("engine", "conn")
+
+    def __init__(self, engine):
+        self.engine, self.conn = engine, engine.raw_connection()
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self.conn.close()
+
+    def __del__(self):
+        self.close()
+
+
+_held = threading.local()
+
+
 def connection():
-    """Return this request's pooled DB-API connection, checking one out if needed."""
+    """Return this request's pooled DB-API connection, checking one out if needed.
+
+    On SQLite each thread (a sync gunicorn worker has one) keeps its connection from
+    one request to the next: checking one out of the pool and back costs more than
+    some of the statements. A file database never drops a connection. A database
+    server can (a restart), so there every request checks out, with the pool's ping.
+    """
     conn = g.get("_dope_dbapi")
     if conn is None:
-        conn = g._dope_dbapi = db.engine.raw_connection()
+        engine = db.engine
+        if engine.dialect.name != "sqlite":
+            conn = engine.raw_connection()
+        else:
+            held = getattr(_held, "slot", None)
+            if held is None or held.engine is not engine or not held.conn.is_valid:
+                if held is not None:
+                    held.close()
+                held = _held.slot = _Held(engine)
+            conn = held.conn
+        g._dope_dbapi = conn
     return conn
 
 
@@ -116,9 +152,18 @@ def _finish(action: str) -> None:
 
 
 def release(exc=None) -> None:
-    """Give the request's connection back to the pool (which rolls back what is open)."""
+    """End the request's use of its connection: roll back what is still open and keep
+    it (SQLite, see connection()) or give it back to the pool."""
     conn = g.pop("_dope_dbapi", None)
-    if conn is not None:
+    held = getattr(_held, "slot", None)
+    if conn is not None and held is not None and held.conn is conn:
+        try:
+            conn.rollback()
+        except Exception:  # noqa: BLE001 - a connection that cannot roll back is dropped
+            _held.slot = None
+            with contextlib.suppress(Exception):
+                conn.invalidate()
+    elif conn is not None:
         try:
             conn.close()
         except Exception:  # noqa: BLE001 - a broken connection is simply not pooled

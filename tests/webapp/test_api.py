@@ -473,3 +473,31 @@ def test_a_database_that_fails_mid_request_is_a_503_never_a_500(loaded, client, 
     assert response.json["error"] == "busy" and response.headers["Retry-After"]
     monkeypatch.undo()
     assert client.get("/api/pair").status_code == 200  # the next request is served
+
+
+def test_sqlite_connection_is_kept_per_thread_and_left_clean(loaded):
+    """Between requests a thread keeps its SQLite connection, with nothing left open."""
+    import sqlalchemy as sa_
+
+    from webapp import fastsql
+
+    with loaded.app_context():
+        first = fastsql.connection()
+        cursor = first.cursor()
+        cursor.execute("INSERT INTO voter (id, created_at, window_votes, votes_cast) "
+                       "VALUES ('f' , '2026-01-01 00:00:00.000000', 0, 0)")
+    with loaded.app_context():  # the uncommitted insert was rolled back at teardown
+        assert fastsql.connection() is first
+        assert db.session.execute(sa_.text("SELECT COUNT(*) FROM voter WHERE id = 'f'")) \
+            .scalar() == 0
+    other = []
+
+    def in_thread():
+        with loaded.app_context():
+            other.append(fastsql.connection())
+
+    t = threading.Thread(target=in_thread)
+    t.start()
+    t.join()
+    assert other and other[0] is not first
+    assert loaded.test_client().get("/api/pair").status_code == 200  # no lock was left
