@@ -6,10 +6,12 @@ stores a DateTime) stay SQLAlchemy's. Executing the compiled string on the DB-AP
 cursor then skips the Session, Connection and Result layers, which cost more per
 statement than SQLite itself takes to run it (see docs/benchmarks.md).
 
-A request borrows one pooled DB-API connection (`connection()`) and gives it back
-at teardown, rolled back by the pool if it was not committed. Driver errors are
-re-raised as SQLAlchemy's exception classes (IntegrityError, OperationalError...),
-so the handlers written for the ORM path keep working.
+A request uses one pooled DB-API connection (`connection()`) and is done with it at
+teardown, where whatever it left uncommitted is rolled back: on SQLite the thread
+keeps the connection for its next request; otherwise it goes back to the pool.
+Driver errors are re-raised as SQLAlchemy's exception classes (IntegrityError,
+OperationalError...), so the handlers written for the ORM path keep working, and a
+connection found dead is invalidated.
 """
 
 from __future__ import annotations
