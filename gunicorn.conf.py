@@ -31,8 +31,6 @@ def on_starting(server):
     from webapp import config
 
     settings = {**config.DEFAULTS, **config.from_environ()}
-    if os.environ.get("DOPE_DEMO", "").lower() in ("1", "true"):
-        settings["DOPE_DEMO"] = True
     for message in config.dev_warnings(settings):
         server.log.warning(message)
     os.environ[config.WARNINGS_SAID] = "1"

@@ -27,9 +27,7 @@ def create_app(test_config=None):
     app = Flask(__name__, instance_relative_config=True,
                 template_folder=str(ROOT / "templates"), static_folder=str(ROOT / "static"))
     app.config.from_mapping(config_module.DEFAULTS)
-    app.config.update(config_module.from_environ())
-    if os.environ.get("DOPE_DEMO", "").lower() in ("1", "true"):
-        app.config["DOPE_DEMO"] = True
+    app.config.update(config_module.from_environ())  # DOPE_DEMO=1 among them
     if test_config is not None:
         app.config.from_mapping(test_config)
     config_module.finish(app.config, app.instance_path)

@@ -90,20 +90,15 @@ def dev_warnings(config, environ=os.environ) -> list[str]:
     return out
 
 
-def _warn(message: str, environ) -> None:
-    if not environ.get(WARNINGS_SAID):
-        logger.warning(message)
-
-
 def finish(config, instance_path: str, environ=os.environ) -> None:
     """Fill derived defaults and refuse to run without a secret outside dev."""
+    warnings = dev_warnings(config, environ)
     if not config.get("SECRET_KEY"):
         if not dev_mode(config, environ):
             raise ConfigError(
                 "SECRET_KEY is not set. Set SECRET_KEY in the environment "
                 "(or FLASK_DEBUG=1 / DOPE_DEMO=1 for a local dev fallback).")
         config["SECRET_KEY"] = DEV_SECRET_KEY
-        _warn(DEV_KEY_WARNING, environ)
     if not config.get("SQLALCHEMY_DATABASE_URI"):
         path = os.path.join(instance_path, "dope.sqlite3")
         config["SQLALCHEMY_DATABASE_URI"] = "sqlite:///" + path
@@ -118,4 +113,6 @@ def finish(config, instance_path: str, environ=os.environ) -> None:
         config["DOPE_IMAGE_DIR"] = os.path.join(instance_path, "images")
     if not config.get("DOPE_TEAM_PASSWORD") and config.get("DOPE_DEMO"):
         config["DOPE_TEAM_PASSWORD"] = DEMO_TEAM_PASSWORD
-        _warn(DEMO_PASSWORD_WARNING, environ)
+    if not environ.get(WARNINGS_SAID):
+        for message in warnings:
+            logger.warning(message)
