@@ -140,11 +140,11 @@ def _retry_after(oldest) -> float:
     return max(1.0, (oldest + timedelta(hours=1) - utcnow()).total_seconds())
 
 
-_COUNT_RECENT = (sa.select(sa.func.count(IssuedToken.id))
-                 .where(IssuedToken.voter_id == sa.bindparam("b_voter"),
-                        IssuedToken.issued_at > sa.bindparam("b_since", type_=sa.DateTime())))
+# The cap-th newest token of the last hour, if there is one: it leaves the window
+# first, which is when the voter may go on.
 _OLDEST_COUNTED = (sa.select(IssuedToken.issued_at)
-                   .where(IssuedToken.voter_id == sa.bindparam("b_voter"))
+                   .where(IssuedToken.voter_id == sa.bindparam("b_voter"),
+                          IssuedToken.issued_at > sa.bindparam("b_since", type_=_DATETIME))
                    .order_by(IssuedToken.issued_at.desc())
                    .offset(sa.bindparam("b_offset", type_=sa.Integer())).limit(1))
 
@@ -157,12 +157,11 @@ def check_pair_rate(voter_id: str, tokens_ever: int) -> None:
     cap = current_app.config["DOPE_MAX_PAIRS_PER_HOUR"]
     if cap <= 0 or tokens_ever < cap:
         return
-    since = utcnow() - timedelta(hours=1)
-    if db.session.execute(_COUNT_RECENT, {"b_voter": voter_id, "b_since": since}).scalar() < cap:
+    oldest = db.session.execute(_OLDEST_COUNTED, {
+        "b_voter": voter_id, "b_since": utcnow() - timedelta(hours=1),
+        "b_offset": cap - 1}).scalar()
+    if oldest is None:
         return
-    # The cap-th newest token leaves the window first: that is when the voter may go on.
-    oldest = db.session.execute(_OLDEST_COUNTED,
-                                {"b_voter": voter_id, "b_offset": cap - 1}).scalar()
     raise ApiError(429, "rate_limited", "Too many pairs this hour; take a break.",
                    retry_after=round(_retry_after(oldest), 3))
 

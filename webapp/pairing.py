@@ -117,11 +117,10 @@ def seen_by(voter_id: str) -> tuple[Seen, list]:
 
     Each worker remembers the last SEEN_VOTERS_KEPT voters it served, and no more
     than SEEN_TOKENS_KEPT of their tokens in all (voters with huge histories cannot
-    fill its memory), and reads only the tokens issued since (by any worker).
-    The voter's token count, read in the
-    same statement, proves nothing else changed: a token committed out of id order
-    (PostgreSQL) or a deleted one makes the counts disagree, and the voter's whole
-    history is read again.
+    fill its memory), and reads only the tokens issued since (by any worker). The
+    voter's token count, read in the same statement, proves nothing else changed: a
+    token committed out of id order (PostgreSQL) or a deleted one makes the counts
+    disagree, and the voter's whole history is read again.
     """
     memo = current_app.extensions.setdefault("dope_seen", OrderedDict())
     seen = memo.pop(voter_id, None)  # a request has it to itself, then puts it back

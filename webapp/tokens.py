@@ -87,7 +87,7 @@ def read_voter_cookie(value: str | None) -> str | None:
     voter_id = verified[1].get(value)
     if voter_id is not None:
         return voter_id
-    match = _VOTER_COOKIE_RE.match(value) if value and len(value) == 76 else None
+    match = _VOTER_COOKIE_RE.match(value) if value else None
     if match is None:
         return None
     voter_id, mac = match.groups()
