@@ -73,33 +73,30 @@ def test_token_from_another_session_is_refused(loaded, client):
     assert response.status_code == 403
 
 
-def test_expired_token_is_refused(loaded, client, monkeypatch):
+def vote_with_token_issued(client, monkeypatch, seconds_from_now):
+    """Fetch a pair as if it were `seconds_from_now`, vote on it now; return the answer."""
     real = tokens._clock
-    monkeypatch.setattr(tokens, "_clock", lambda: real() - 3600)
+    monkeypatch.setattr(tokens, "_clock", lambda: real() + seconds_from_now)
     pair = client.get("/api/pair")
     monkeypatch.setattr(tokens, "_clock", real)
-    response = client.post("/api/vote", json={"token": pair.json["token"], "verdict": "dope"})
+    return client.post("/api/vote", json={"token": pair.json["token"], "verdict": "dope"})
+
+
+def test_expired_token_is_refused(loaded, client, monkeypatch):
+    response = vote_with_token_issued(client, monkeypatch, -3600)
     assert response.status_code == 400
     assert response.json["error"] == "expired_token"
 
 
 def test_token_from_the_future_is_refused(loaded, client, monkeypatch):
-    real = tokens._clock
-    monkeypatch.setattr(tokens, "_clock", lambda: real() + 3600)
-    pair = client.get("/api/pair")
-    monkeypatch.setattr(tokens, "_clock", real)
-    response = client.post("/api/vote", json={"token": pair.json["token"], "verdict": "dope"})
+    response = vote_with_token_issued(client, monkeypatch, 3600)
     assert response.status_code == 400
     assert response.json["error"] == "bad_token"
 
 
 def test_token_still_valid_just_before_its_ttl(loaded, client, monkeypatch):
-    real = tokens._clock
     ttl = loaded.config["DOPE_TOKEN_TTL"]
-    monkeypatch.setattr(tokens, "_clock", lambda: real() - ttl + 30)
-    pair = client.get("/api/pair")
-    monkeypatch.setattr(tokens, "_clock", real)
-    response = client.post("/api/vote", json={"token": pair.json["token"], "verdict": "dope"})
+    response = vote_with_token_issued(client, monkeypatch, -ttl + 30)
     assert response.status_code == 201
 
 
