@@ -6,7 +6,7 @@ import pytest
 import sqlalchemy as sa
 from conftest import cast, make_app
 
-from webapp import tokens
+from webapp import fastsql, tokens
 from webapp.builds import import_build
 from webapp.extensions import db
 from webapp.models import IssuedToken, Variant, Vote, Voter
@@ -452,14 +452,10 @@ def test_a_live_cookie_whose_voter_row_is_gone_still_plays(loaded, client):
 def test_a_database_that_fails_mid_request_is_a_503_never_a_500(loaded, client, monkeypatch,
                                                                 path):
     """Commit fails (server gone), and so does the rollback on the error path."""
-    import sqlalchemy.exc
-
-    from webapp import fastsql
-
     pair = client.get("/api/pair")
 
     def broken(action):
-        raise sqlalchemy.exc.OperationalError(action.upper(), (), Exception("server closed"))
+        raise sa.exc.OperationalError(action.upper(), (), Exception("server closed"))
 
     monkeypatch.setattr(fastsql, "_finish", broken)
     if path == "/api/pair":
@@ -474,10 +470,6 @@ def test_a_database_that_fails_mid_request_is_a_503_never_a_500(loaded, client, 
 
 def test_sqlite_connection_is_kept_per_thread_and_left_clean(loaded):
     """Between requests a thread keeps its SQLite connection, with nothing left open."""
-    import sqlalchemy as sa_
-
-    from webapp import fastsql
-
     with loaded.app_context():
         first = fastsql.connection()
         cursor = first.cursor()
@@ -485,7 +477,7 @@ def test_sqlite_connection_is_kept_per_thread_and_left_clean(loaded):
                        "VALUES ('f' , '2026-01-01 00:00:00.000000', 0, 0)")
     with loaded.app_context():  # the uncommitted insert was rolled back at teardown
         assert fastsql.connection() is first
-        assert db.session.execute(sa_.text("SELECT COUNT(*) FROM voter WHERE id = 'f'")) \
+        assert db.session.execute(sa.text("SELECT COUNT(*) FROM voter WHERE id = 'f'")) \
             .scalar() == 0
     other = []
 
