@@ -15,7 +15,7 @@ from sqlalchemy.exc import IntegrityError, OperationalError
 from . import fastsql
 from .extensions import db
 from .game import image_url
-from .models import VERDICTS, IssuedToken, Pair, Variant, Vote, Voter, utcnow
+from .models import VERDICTS, IssuedToken, Pair, Vote, Voter, utcnow
 from .pairing import next_pair, seen_by
 from .tokens import (
     VOTER_COOKIE,
@@ -259,24 +259,19 @@ _CLAIM_RATE_SLOT = fastsql.Prepared(
     .returning(Voter.votes_cast))
 _TOKEN = fastsql.Prepared(sa.select(IssuedToken.voter_id, IssuedToken.used)
                           .where(IssuedToken.nonce == sa.bindparam("b_nonce")))
-# Conditional: of two racing requests with one token, exactly one changes the row.
-_SPEND_TOKEN = fastsql.Prepared(sa.update(IssuedToken)
-                                .where(IssuedToken.nonce == sa.bindparam("b_nonce"),
-                                       IssuedToken.voter_id == sa.bindparam("b_voter"),
-                                       IssuedToken.used.is_(False))
-                                .values(used=True).returning(IssuedToken.pair_id))
+# The vote, from the voter's unused token and its pair, in one statement. The vote
+# trigger (models.py, migration 0003) counts it and marks the token used. Of two
+# racing requests with one token, one inserts and the other breaks the unique
+# token_nonce (or, on SQLite, which serialises writers, finds the token used).
 _VOTE_COLUMNS = ["pair_id", "variant_id", "voter_id", "verdict", "decision_ms", "created_at",
                  "token_nonce"]
 _INSERT_VOTE = fastsql.Prepared(sa.insert(Vote).from_select(_VOTE_COLUMNS, sa.select(
-    Pair.id, Pair.variant_id, sa.bindparam("b_voter", type_=sa.String()),
-    sa.bindparam("b_verdict", type_=sa.String()), sa.bindparam("b_ms", type_=sa.Integer()),
-    _NOW, sa.bindparam("b_nonce", type_=sa.String()))
-    .where(Pair.id == sa.bindparam("b_pair"))).returning(Vote.id, Vote.variant_id))
-_COUNT_VOTE = {
-    verdict: fastsql.Prepared(
-        sa.update(Variant).where(Variant.id == sa.bindparam("b_variant"))
-        .values({getattr(Variant, f"{verdict}_count"): getattr(Variant, f"{verdict}_count") + 1}))
-    for verdict in VERDICTS}
+    Pair.id, Pair.variant_id, IssuedToken.voter_id, sa.bindparam("b_verdict", type_=sa.String()),
+    sa.bindparam("b_ms", type_=sa.Integer()), _NOW, IssuedToken.nonce)
+    .join(Pair, Pair.id == IssuedToken.pair_id)
+    .where(IssuedToken.nonce == sa.bindparam("b_nonce"),
+           IssuedToken.voter_id == sa.bindparam("b_voter"),
+           IssuedToken.used.is_(False))).returning(Vote.id))
 
 
 def claim_rate_slot(conn, voter_id: str) -> int | None:
@@ -304,36 +299,34 @@ def rate_limited(voter_id: str) -> ApiError:
     return ApiError(429, "rate_limited", "Slow down a little.", retry_after=round(wait, 3))
 
 
-def spend_token(conn, nonce: str, voter_id: str) -> int:
-    """Mark the voter's token used; return its pair id, or raise 400/409 saying why not."""
-    rows = _SPEND_TOKEN.execute(conn, {"b_nonce": nonce, "b_voter": voter_id}).fetchall()
-    if rows:
-        return rows[0][0]
+def refuse_token(conn, nonce: str, voter_id: str) -> ApiError:
+    """Return why the voter's token bought no vote: 400 unknown or not theirs, 409 used."""
     token = _TOKEN.execute(conn, {"b_nonce": nonce}).fetchone()
     fastsql.rollback()
     if token is None or token[0] != voter_id:
-        raise ApiError(400, "bad_token", "The token is not valid.")
-    raise ApiError(409, "already_voted", "This pair has already been judged.")
+        return ApiError(400, "bad_token", "The token is not valid.")
+    return ApiError(409, "already_voted", "This pair has already been judged.")
 
 
 def record_vote(nonce: str, voter_id: str, verdict: str, decision_ms: int | None) -> tuple:
     """Store one vote for a token exactly once; return (vote id, votes cast)."""
     conn = fastsql.connection()
-    pair_id = spend_token(conn, nonce, voter_id)
+    try:
+        # fetchall: a DML statement with RETURNING is finished only once its rows are read.
+        rows = _INSERT_VOTE.execute(conn, {
+            "b_nonce": nonce, "b_voter": voter_id, "b_verdict": verdict, "b_ms": decision_ms,
+            "b_now": utcnow()}).fetchall()
+    except IntegrityError as exc:
+        fastsql.rollback()
+        raise ApiError(409, "already_voted", "This pair has already been judged.") from exc
+    if not rows:
+        raise refuse_token(conn, nonce, voter_id)
     votes_cast = claim_rate_slot(conn, voter_id)
     if votes_cast is None:
         fastsql.rollback()
         raise rate_limited(voter_id)
-    try:
-        vote_id, variant_id = _INSERT_VOTE.execute(conn, {
-            "b_pair": pair_id, "b_voter": voter_id, "b_verdict": verdict, "b_ms": decision_ms,
-            "b_now": utcnow(), "b_nonce": nonce}).fetchall()[0]
-        _COUNT_VOTE[verdict].execute(conn, {"b_variant": variant_id})
-        fastsql.commit()
-    except IntegrityError as exc:
-        fastsql.rollback()
-        raise ApiError(409, "already_voted", "This pair has already been judged.") from exc
-    return vote_id, votes_cast
+    fastsql.commit()
+    return rows[0][0], votes_cast
 
 
 @bp.post("/vote")

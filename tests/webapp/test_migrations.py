@@ -4,6 +4,7 @@ from alembic.migration import MigrationContext
 from flask_migrate import downgrade, upgrade
 
 from webapp import create_app
+from webapp.builds import import_build
 from webapp.extensions import db
 
 
@@ -52,3 +53,59 @@ def test_flask_db_upgrade_command(tmp_path):
     assert result.exit_code == 0, result.output
     with app.app_context():
         assert "vote" in tables(app)
+
+
+def triggers(app) -> dict[str, str]:
+    with db.engine.connect() as connection:
+        return dict(connection.exec_driver_sql(
+            "SELECT name, sql FROM sqlite_master WHERE type = 'trigger'").all())
+
+
+def test_vote_trigger_is_the_same_from_models_and_migrations(tmp_path):
+    migrated = fresh_app(tmp_path / "a")
+    created = fresh_app(tmp_path / "b")
+    with migrated.app_context():
+        upgrade()
+        from_migration = triggers(migrated)
+    with created.app_context():
+        db.create_all()
+        from_models = triggers(created)
+    assert set(from_migration) == {"vote_counted"}
+    assert from_migration == from_models
+
+
+def test_vote_trigger_counts_and_spends_and_upgrade_recounts(tmp_path, build_dir):
+    app = fresh_app(tmp_path)
+
+    def vote(c, nonce, verdict):
+        c.exec_driver_sql("INSERT INTO issued_token (nonce, voter_id, pair_id, issued_at, used) "
+                          "VALUES (?, 'w', 1, '2026-01-01', 0)", (nonce,))
+        c.exec_driver_sql("INSERT INTO vote (pair_id, variant_id, voter_id, verdict, created_at, "
+                          "token_nonce) SELECT 1, variant_id, 'w', ?, '2026-01-01', ? "
+                          "FROM pair WHERE id = 1", (verdict, nonce))
+
+    def counts():
+        with db.engine.connect() as c:
+            return c.exec_driver_sql("SELECT dope_count, nope_count, skip_count FROM variant "
+                                     "JOIN pair ON pair.variant_id = variant.id "
+                                     "WHERE pair.id = 1").one()
+
+    with app.app_context():
+        upgrade(revision="0002_drop_redundant_indexes")
+        import_build(build_dir, app.config["DOPE_IMAGE_DIR"])
+        with db.engine.begin() as c:
+            c.exec_driver_sql("INSERT INTO voter (id, created_at, window_votes, votes_cast) "
+                              "VALUES ('w', '2026-01-01', 0, 0)")
+            vote(c, "n1", "dope")
+            vote(c, "n2", "nope")
+        assert counts() == (0, 0, 0)  # before 0003 nothing counted them
+        upgrade()
+        assert counts() == (1, 1, 0)  # 0003 recounts
+        with db.engine.begin() as c:
+            vote(c, "n3", "skip")
+        assert counts() == (1, 1, 1)  # the trigger counts a vote however it is stored
+        with db.engine.connect() as c:
+            assert c.exec_driver_sql("SELECT nonce FROM issued_token WHERE used = 1 "
+                                     "ORDER BY nonce").scalars().all() == ["n3"]
+        downgrade(revision="0002_drop_redundant_indexes")
+        assert triggers(app) == {}
