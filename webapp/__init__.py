@@ -52,6 +52,8 @@ def create_app(test_config=None):
     register_error_handlers(app)
     app.after_request(security_headers)
     app.session_interface = SessionInterface()
+    from . import fastpath
+    fastpath.init_app(app)
     return app
 
 

@@ -183,20 +183,28 @@ def issue_token(voter_id: str, pair_id: int) -> str:
     return nonce
 
 
-@bp.get("/pair")
-def pair():
-    voter_id = ensure_voter()
+def serve_pair(voter_id: str, root: str) -> dict:
+    """Choose the voter's next pair, issue its token (committed); return the answer's body.
+
+    Raises ApiError (429 too many pairs, 404 none left) having committed nothing.
+    `root` is the app's script root, for the image URLs.
+    """
     state = seen_by(voter_id)
     check_pair_rate(voter_id, state[0].count)
     chosen = next_pair(voter_id, current_app.config["DOPE_CONTROL_SHARE"], state=state)
     if chosen is None:
         raise ApiError(404, "no_pairs", "You have judged every pair we have. Thank you!")
     nonce = issue_token(voter_id, chosen.id)
-    return json_response({
+    return {
         "token": make_pair_token(nonce, voter_id),
-        "query": {"url": image_url(chosen.query_file)},
-        "match": {"url": image_url(chosen.match_file)},
-    })
+        "query": {"url": image_url(chosen.query_file, root)},
+        "match": {"url": image_url(chosen.match_file, root)},
+    }
+
+
+@bp.get("/pair")
+def pair():
+    return json_response(serve_pair(ensure_voter(), request.script_root))
 
 
 def origin_ok() -> bool:
@@ -210,8 +218,8 @@ def origin_ok() -> bool:
         return False
 
 
-def read_vote_body() -> tuple[str, str, int | None]:
-    """Return (token, verdict, decision_ms) from the request, or raise ApiError(400)."""
+def read_vote_body() -> bytes:
+    """Return the request's JSON body, or raise ApiError(400)."""
     if request.mimetype != "application/json":
         raise ApiError(400, "bad_request", "Send JSON with Content-Type: application/json.")
     limit = current_app.config["DOPE_MAX_BODY_BYTES"]
@@ -220,6 +228,11 @@ def read_vote_body() -> tuple[str, str, int | None]:
     raw = request.stream.read(limit + 1)
     if len(raw) > limit:
         raise ApiError(400, "bad_request", "The request body is too large.")
+    return raw
+
+
+def parse_vote(raw: bytes) -> tuple[str, str, int | None]:
+    """Return (token, verdict, decision_ms) from a vote's JSON body, or raise ApiError(400)."""
     try:
         body = json.loads(raw)
     except (ValueError, UnicodeDecodeError, RecursionError) as exc:
@@ -329,15 +342,23 @@ def record_vote(nonce: str, voter_id: str, verdict: str, decision_ms: int | None
     return rows[0][0], votes_cast
 
 
-@bp.post("/vote")
-def vote():
-    if not origin_ok():
-        raise ApiError(403, "bad_origin", "Cross-site votes are not accepted.")
-    token, verdict, decision_ms = read_vote_body()
-    voter_id = current_voter_id()
+def cast_vote(raw: bytes, voter_id: str | None) -> dict:
+    """Store the vote a JSON body asks for; return the answer's body.
+
+    Raises ApiError (400 body or token, 403 another voter's token, 409 already
+    judged, 429 too fast) having committed nothing.
+    """
+    token, verdict, decision_ms = parse_vote(raw)
     try:
         nonce = read_pair_token(token, voter_id)
     except TokenError as exc:
         raise ApiError(exc.status, exc.error, exc.message) from exc
     vote_id, votes_cast = record_vote(nonce, voter_id, verdict, decision_ms)
-    return json_response({"id": vote_id, "votes_cast": votes_cast}, 201)
+    return {"id": vote_id, "votes_cast": votes_cast}
+
+
+@bp.post("/vote")
+def vote():
+    if not origin_ok():
+        raise ApiError(403, "bad_origin", "Cross-site votes are not accepted.")
+    return json_response(cast_vote(read_vote_body(), current_voter_id()), 201)

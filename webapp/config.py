@@ -25,6 +25,7 @@ DEFAULTS = {
     "DOPE_MAX_BODY_BYTES": 4096,
     "DOPE_TEAM_PASSWORD": None,
     "DOPE_DEMO": False,
+    "DOPE_FAST_PATH": True,  # webapp/fastpath.py; 0 sends every request through Flask
 }
 
 

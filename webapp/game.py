@@ -35,9 +35,10 @@ def play():
     return render_template("play.html", votes_cast=votes_cast())
 
 
-def image_url(name: str) -> str:
-    """Return the URL of a stored image (url_for("game.image", name=name), cheaper)."""
-    return f"{request.script_root}{IMAGE_PREFIX}{name}"
+def image_url(name: str, root: str | None = None) -> str:
+    """Return the URL of a stored image (url_for("game.image", name=name), cheaper);
+    `root` is the app's script root, the request's when not given."""
+    return f"{request.script_root if root is None else root}{IMAGE_PREFIX}{name}"
 
 
 @bp.get(IMAGE_PREFIX + "<name>")
