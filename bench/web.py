@@ -8,7 +8,7 @@
    bulk-inserted straight into the database after the import.
 
     python bench/web.py [--clients 8] [--cycles 150] [--rounds 2] \
-        [--leaderboard-votes 1000000] [--out bench-web.json]
+        [--leaderboard-votes 1000000] [--flask-path] [--out bench-web.json]
 
 Prints a markdown table; writes the figures as JSON to --out.
 """
@@ -270,6 +270,8 @@ def parse_args(argv=None):
     p.add_argument("--build", type=Path, default=None, help="an engine build to use instead")
     p.add_argument("--leaderboard-votes", type=int, default=1_000_000)
     p.add_argument("--leaderboard-requests", type=int, default=20)
+    p.add_argument("--flask-path", action="store_true",
+                   help="run the webapp with DOPE_FAST_PATH=0 (every request through Flask)")
     p.add_argument("--out", type=Path, default=ROOT / "bench-web.json")
     args = p.parse_args(argv)
     for name in ("clients", "cycles", "rounds", "queries", "leaderboard_requests"):
@@ -289,7 +291,8 @@ def main(argv=None) -> dict:
     flask_cli(env, "db", "upgrade")
     flask_cli(env, "import-build", str(build))
     workers = gunicorn_workers(args.workers)
-    app_proc, app_url = start_gunicorn("webapp:create_app()", env, workers, work / "app.log")
+    app_env = {**env, "DOPE_FAST_PATH": "0" if args.flask_path else "1"}
+    app_proc, app_url = start_gunicorn("webapp:create_app()", app_env, workers, work / "app.log")
     bare_proc, bare_url = start_gunicorn("bare_app:create_app()", env, workers, work / "bare.log",
                                          pythonpath=str(ROOT / "bench"))
     results = {"bare": [], "webapp": []}
@@ -312,6 +315,7 @@ def main(argv=None) -> dict:
                     "platform": platform.platform(), "load_avg_1m": os.getloadavg()[0]},
         "settings": {"clients": args.clients, "cycles_per_client_per_round": args.cycles,
                      "rounds": args.rounds, "gunicorn_workers": workers,
+                     "fast_path": not args.flask_path,
                      "database": "sqlite", "build": str(build)},
         "cycles": {name: summarise(rs) for name, rs in results.items()},
         "leaderboard": {"votes_in_db": total, "insert_seconds": round(votes_seconds, 1), **board},
@@ -335,7 +339,8 @@ def markdown(report: dict) -> str:
     c, lb, s = report["cycles"], report["leaderboard"], report["settings"]
     lines = [
         f"Pair+vote cycles: {s['clients']} concurrent voters, gunicorn {s['gunicorn_workers']} "
-        f"sync workers, SQLite, {s['rounds']} alternating rounds "
+        f"sync workers, SQLite, {s['rounds']} alternating rounds, fast path "
+        f"{'on' if s['fast_path'] else 'off (every request through Flask)'} "
         f"(load average at the end {report['machine']['load_avg_1m']:.1f} "
         f"on {report['machine']['cpus']} CPUs)",
         "",
