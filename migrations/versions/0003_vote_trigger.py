@@ -9,7 +9,7 @@ copy, and tests/webapp/test_migrations.py checks that the two agree.
 
 Revision ID: 0003_vote_trigger
 Revises: 0002_drop_redundant_indexes
-Create Date: 2026-11-24 00:10:00
+Create Date: 2026-11-23 23:25:00
 
 """
 from alembic import op
