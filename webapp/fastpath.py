@@ -109,7 +109,8 @@ class FastPath:
         if content_type.split(";", 1)[0].strip().lower() != "application/json":
             raise Declined("not JSON")
         length = environ.get("CONTENT_LENGTH", "")
-        if not length.isdigit() or not 0 < int(length) <= self.app.config["DOPE_MAX_BODY_BYTES"]:
+        if not (length.isascii() and length.isdigit()) \
+                or not 0 < int(length) <= self.app.config["DOPE_MAX_BODY_BYTES"]:
             raise Declined("no or too large Content-Length")
         if not _same_origin(environ, self.app.config.get("TRUSTED_HOSTS")):
             raise Declined("origin")
