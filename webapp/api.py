@@ -65,9 +65,14 @@ def no_store(response):
     return response
 
 
+def compact_json(body: dict) -> str:
+    """Return the API's JSON text for a body (no spaces), as both paths send it."""
+    return json.dumps(body, separators=(",", ":"))
+
+
 def json_response(body: dict, status: int = 200):
     """Return compact JSON like jsonify, without its per-call provider machinery."""
-    return current_app.response_class(json.dumps(body, separators=(",", ":")), status=status,
+    return current_app.response_class(compact_json(body), status=status,
                                       mimetype="application/json")
 
 
@@ -191,7 +196,7 @@ def serve_pair(voter_id: str, root: str) -> dict:
     """
     state = seen_by(voter_id)
     check_pair_rate(voter_id, state[0].count)
-    chosen = next_pair(voter_id, current_app.config["DOPE_CONTROL_SHARE"], state=state)
+    chosen = next_pair(state, current_app.config["DOPE_CONTROL_SHARE"])
     if chosen is None:
         raise ApiError(404, "no_pairs", "You have judged every pair we have. Thank you!")
     nonce = issue_token(voter_id, chosen.id)
@@ -207,15 +212,19 @@ def pair():
     return json_response(serve_pair(ensure_voter(), request.script_root))
 
 
+def names_host(origin: str, host: str) -> bool:
+    """Return True when an Origin or Referer URL names `host`; False for any other or
+    for what is not a URL."""
+    try:
+        return urlsplit(origin).netloc == host
+    except ValueError:
+        return False
+
+
 def origin_ok() -> bool:
     """Return False when Origin (or Referer) names another host than this one."""
     origin = request.headers.get("Origin") or request.headers.get("Referer")
-    if not origin:
-        return True
-    try:
-        return urlsplit(origin).netloc == request.host
-    except ValueError:
-        return False
+    return not origin or names_host(origin, request.host)
 
 
 def read_vote_body() -> bytes:

@@ -20,16 +20,14 @@ has changed nothing. (A declined vote's body, already read, is handed on with it
 from __future__ import annotations
 
 import io
-import json
 import logging
-from urllib.parse import urlsplit
 
 from flask import Flask
 from werkzeug.http import HTTP_STATUS_CODES, parse_cookie
 from werkzeug.sansio.utils import get_host
 
 from . import SECURITY_HEADERS
-from .api import cast_vote, serve_pair
+from .api import cast_vote, compact_json, names_host, serve_pair
 from .tokens import VOTER_COOKIE, read_voter_cookie
 
 logger = logging.getLogger(__name__)
@@ -46,13 +44,11 @@ def _script_root(environ) -> str:
 
 
 def _same_origin(environ, trusted_hosts) -> bool:
-    """Return True when the request names no Origin/Referer, or this host (api.origin_ok)."""
+    """api.origin_ok on the WSGI environ: the host as werkzeug's Request.host computes it."""
     origin = environ.get("HTTP_ORIGIN") or environ.get("HTTP_REFERER")
-    if not origin:
-        return True
-    host = get_host(environ.get("wsgi.url_scheme", "http"), environ.get("HTTP_HOST"),
-                    (environ.get("SERVER_NAME"), environ.get("SERVER_PORT")), trusted_hosts)
-    return urlsplit(origin).netloc == host
+    return not origin or names_host(origin, get_host(
+        environ.get("wsgi.url_scheme", "http"), environ.get("HTTP_HOST"),
+        (environ.get("SERVER_NAME"), environ.get("SERVER_PORT")), trusted_hosts))
 
 
 class FastPath:
@@ -85,7 +81,7 @@ class FastPath:
             self.declined += 1
             return self.wsgi_app(environ, start_response)
         self.answered += 1
-        data = json.dumps(body, separators=(",", ":")).encode()
+        data = compact_json(body).encode()
         start_response(f"{status} {HTTP_STATUS_CODES[status].upper()}",
                        [("Content-Type", "application/json"), ("Content-Length", str(len(data))),
                         *self.headers])

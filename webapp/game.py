@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from flask import Blueprint, abort, current_app, render_template, request, send_from_directory
+from flask import Blueprint, abort, current_app, render_template, send_from_directory
 
 from .extensions import db
 from .models import Voter
@@ -35,10 +35,10 @@ def play():
     return render_template("play.html", votes_cast=votes_cast())
 
 
-def image_url(name: str, root: str | None = None) -> str:
+def image_url(name: str, root: str) -> str:
     """Return the URL of a stored image (url_for("game.image", name=name), cheaper);
-    `root` is the app's script root, the request's when not given."""
-    return f"{request.script_root if root is None else root}{IMAGE_PREFIX}{name}"
+    `root` is the app's script root (request.script_root)."""
+    return f"{root}{IMAGE_PREFIX}{name}"
 
 
 @bp.get(IMAGE_PREFIX + "<name>")

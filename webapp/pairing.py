@@ -39,7 +39,6 @@ _VARIANT_ROWS = (Variant.id, sa.cast(Variant.control, sa.Integer),
                  Variant.dope_count + Variant.nope_count + Variant.skip_count,
                  sa.select(sa.func.max(Pair.id)).scalar_subquery(),
                  sa.select(sa.func.max(Build.id)).scalar_subquery())
-_VARIANTS = fastsql.Prepared(sa.select(*_VARIANT_ROWS))
 # Everything a pair request reads, in one statement (one snapshot, one round trip),
 # each row tagged by its first column:
 #   VARIANT: a variant row as above;
@@ -69,12 +68,11 @@ _CANDIDATES = fastsql.Prepared(
     .order_by(Pair.id))
 
 
-def variant_order(control_share: float, rng=random, rows=None) -> list[int]:
-    """Return variant ids in the order to try for the next pair."""
-    variants = rows if rows is not None else \
-        _VARIANTS.execute(fastsql.connection()).fetchall()
-    real = [(n, rng.random(), vid) for vid, control, n, *_ in variants if not control]
-    controls = [vid for vid, control, *_ in variants if control]
+def variant_order(rows, control_share: float, rng=random) -> list[int]:
+    """Return variant ids in the order to try for the next pair, from the variant rows
+    (id, control, judgments, ...) that seen_by read."""
+    real = [(n, rng.random(), vid) for vid, control, n, *_ in rows if not control]
+    controls = [vid for vid, control, *_ in rows if control]
     order = [vid for _, _, vid in sorted(real)]
     if controls and rng.random() < control_share:
         return controls + order
@@ -186,15 +184,14 @@ def pick_pair(variant_id: int, seen: Seen, version: tuple, rng=random) -> Chosen
     return Chosen(pair_id, query_file, match_file)
 
 
-def next_pair(voter_id: str, control_share: float, rng=random,
-              state: tuple[Seen, list] | None = None) -> Chosen | None:
-    """Return the next pair to show this voter, or None when none is left.
+def next_pair(state: tuple[Seen, list], control_share: float, rng=random) -> Chosen | None:
+    """Return the next pair to show a voter, or None when none is left.
 
-    `state` is seen_by(voter_id), when the caller has read it already.
+    `state` is seen_by(voter_id): what the voter has been shown, and the variant rows.
     """
-    seen, rows = state if state is not None else seen_by(voter_id)
+    seen, rows = state
     version = tuple(rows[0][3:]) if rows else ()
-    for variant_id in variant_order(control_share, rng, rows):
+    for variant_id in variant_order(rows, control_share, rng):
         pair = pick_pair(variant_id, seen, version, rng)
         if pair is not None:
             return pair
