@@ -23,6 +23,14 @@ def make_app(tmp_path, **overrides):
     return app
 
 
+def make_loaded_app(tmp_path, build, **overrides):
+    """make_app, with the build imported."""
+    app = make_app(tmp_path, **overrides)
+    with app.app_context():
+        import_build(build, app.config["DOPE_IMAGE_DIR"])
+    return app
+
+
 @pytest.fixture
 def app(tmp_path):
     return make_app(tmp_path)

@@ -4,10 +4,9 @@ import time
 
 import pytest
 import sqlalchemy as sa
-from conftest import cast, make_app
+from conftest import cast, make_app, make_loaded_app
 
 from webapp import fastsql, tokens
-from webapp.builds import import_build
 from webapp.extensions import db
 from webapp.models import IssuedToken, Variant, Vote, Voter
 
@@ -273,9 +272,7 @@ def test_concurrent_replays_store_one_vote(loaded, client):
 
 
 def test_min_interval_between_votes(tmp_path, build_dir):
-    app = make_app(tmp_path, DOPE_MIN_VOTE_INTERVAL_MS=60000)
-    with app.app_context():
-        import_build(build_dir, app.config["DOPE_IMAGE_DIR"])
+    app = make_loaded_app(tmp_path, build_dir, DOPE_MIN_VOTE_INTERVAL_MS=60000)
     client = app.test_client()
     assert cast(client)[1].status_code == 201
     pair, vote = cast(client)
@@ -290,18 +287,14 @@ def test_min_interval_between_votes(tmp_path, build_dir):
 
 
 def test_votes_per_hour_cap(tmp_path, build_dir):
-    app = make_app(tmp_path, DOPE_MAX_VOTES_PER_HOUR=2)
-    with app.app_context():
-        import_build(build_dir, app.config["DOPE_IMAGE_DIR"])
+    app = make_loaded_app(tmp_path, build_dir, DOPE_MAX_VOTES_PER_HOUR=2)
     client = app.test_client()
     assert [cast(client)[1].status_code for _ in range(3)] == [201, 201, 429]
     assert cast(client)[1].json["retry_after"] > 3000
 
 
 def test_pairs_per_hour_cap(tmp_path, build_dir):
-    app = make_app(tmp_path, DOPE_MAX_PAIRS_PER_HOUR=2)
-    with app.app_context():
-        import_build(build_dir, app.config["DOPE_IMAGE_DIR"])
+    app = make_loaded_app(tmp_path, build_dir, DOPE_MAX_PAIRS_PER_HOUR=2)
     client = app.test_client()
     statuses = [client.get("/api/pair").status_code for _ in range(3)]
     assert statuses == [200, 200, 429]
@@ -314,9 +307,7 @@ def test_pairs_per_hour_cap_counts_only_the_last_hour(tmp_path, build_dir):
 
     from webapp.models import utcnow
 
-    app = make_app(tmp_path, DOPE_MAX_PAIRS_PER_HOUR=2)
-    with app.app_context():
-        import_build(build_dir, app.config["DOPE_IMAGE_DIR"])
+    app = make_loaded_app(tmp_path, build_dir, DOPE_MAX_PAIRS_PER_HOUR=2)
     client = app.test_client()
     assert [client.get("/api/pair").status_code for _ in range(3)] == [200, 200, 429]
     with app.app_context():

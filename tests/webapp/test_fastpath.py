@@ -5,18 +5,10 @@ import json
 
 import pytest
 import sqlalchemy as sa
-from conftest import make_app
+from conftest import make_loaded_app
 
-from webapp.builds import import_build
 from webapp.extensions import db
 from webapp.models import IssuedToken, Variant, Vote
-
-
-def loaded_app(tmp_path, build_dir, **config):
-    app = make_app(tmp_path, **config)
-    with app.app_context():
-        import_build(build_dir, app.config["DOPE_IMAGE_DIR"])
-    return app
 
 
 def counters(app) -> tuple[int, int]:
@@ -46,8 +38,8 @@ def shape(response) -> tuple:
 
 
 def test_fast_path_answers_like_flask(tmp_path, build_dir):
-    fast = loaded_app(tmp_path / "fast", build_dir)
-    slow = loaded_app(tmp_path / "slow", build_dir, DOPE_FAST_PATH=False)
+    fast = make_loaded_app(tmp_path / "fast", build_dir)
+    slow = make_loaded_app(tmp_path / "slow", build_dir, DOPE_FAST_PATH=False)
     fast_responses, slow_responses = play(fast), play(slow)
     # The new voter's first pair goes to Flask (it sets the voter cookie); the rest not.
     assert counters(fast) == (6, 1)
@@ -66,8 +58,8 @@ def test_fast_path_answers_like_flask(tmp_path, build_dir):
 
 
 def test_fast_path_uses_the_script_root(tmp_path, build_dir):
-    fast = loaded_app(tmp_path / "fast", build_dir)
-    slow = loaded_app(tmp_path / "slow", build_dir, DOPE_FAST_PATH=False)
+    fast = make_loaded_app(tmp_path / "fast", build_dir)
+    slow = make_loaded_app(tmp_path / "slow", build_dir, DOPE_FAST_PATH=False)
     for app in (fast, slow):
         responses = play(app, rounds=1, base_url="http://localhost/game/")
         assert responses[1].json["query"]["url"].startswith("/game/images/")
@@ -92,7 +84,7 @@ DECLINED = [
 
 @pytest.mark.parametrize(("case", "status", "error"), DECLINED)
 def test_out_of_the_ordinary_goes_to_flask(tmp_path, build_dir, case, status, error):
-    app = loaded_app(tmp_path, build_dir)
+    app = make_loaded_app(tmp_path, build_dir)
     client = app.test_client()
     client.get("/api/pair")  # a voter cookie
     token = client.get("/api/pair").json["token"]
@@ -133,7 +125,7 @@ def test_out_of_the_ordinary_goes_to_flask(tmp_path, build_dir, case, status, er
 def test_declined_requests_change_nothing(tmp_path, build_dir):
     """A vote the fast path starts but cannot finish (rate limit) is rolled back whole:
     Flask then refuses it, and a retry later stores it once."""
-    app = loaded_app(tmp_path, build_dir, DOPE_MIN_VOTE_INTERVAL_MS=60_000)
+    app = make_loaded_app(tmp_path, build_dir, DOPE_MIN_VOTE_INTERVAL_MS=60_000)
     client = app.test_client()
     client.get("/api/pair")
     first, second = (client.get("/api/pair").json["token"] for _ in range(2))
@@ -154,7 +146,7 @@ def test_declined_requests_change_nothing(tmp_path, build_dir):
 
 def test_server_name_leaves_routing_to_flask(tmp_path, build_dir):
     """With SERVER_NAME set, Flask may route by host: every request goes to Flask."""
-    app = loaded_app(tmp_path, build_dir, SERVER_NAME="game.example")
+    app = make_loaded_app(tmp_path, build_dir, SERVER_NAME="game.example")
     responses = play(app, rounds=2, base_url="http://game.example/")
     assert [r.status_code for r in responses] == [200, 200, 201, 200, 201]
     assert counters(app) == (0, 0)

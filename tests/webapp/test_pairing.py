@@ -4,7 +4,7 @@ import random
 import pytest
 import sqlalchemy as sa
 from buildmaker import write_build
-from conftest import make_app
+from conftest import make_app, make_loaded_app
 
 from webapp import pairing, tokens
 from webapp.builds import import_build
@@ -64,18 +64,14 @@ def test_identical_image_pairs_are_shown_once(tmp_path):
     for p in lines:  # every variant picks the same match for each query
         p["match_id"] = "t-catalog-00007"
     (build / "pairs.jsonl").write_text("".join(json.dumps(p) + "\n" for p in lines))
-    app = make_app(tmp_path)
-    with app.app_context():
-        import_build(build, app.config["DOPE_IMAGE_DIR"])
+    app = make_loaded_app(tmp_path, build)
     client = app.test_client()
     statuses = [client.get("/api/pair").status_code for _ in range(5)]
     assert statuses == [200, 200, 200, 404, 404]
 
 
 def test_control_share_one_serves_the_control_first(tmp_path, build_dir):
-    app = make_app(tmp_path, DOPE_CONTROL_SHARE=1.0)
-    with app.app_context():
-        import_build(build_dir, app.config["DOPE_IMAGE_DIR"])
+    app = make_loaded_app(tmp_path, build_dir, DOPE_CONTROL_SHARE=1.0)
     app.test_client().get("/api/pair")
     assert served(app)[0][3] is True
 
@@ -146,9 +142,7 @@ def voter_of(client):
 
 def test_two_workers_never_serve_one_voter_a_pair_twice(tmp_path, build_dir):
     """Two apps on one database stand for two gunicorn workers, each with its memo."""
-    a = make_app(tmp_path)
-    with a.app_context():
-        import_build(build_dir, a.config["DOPE_IMAGE_DIR"])
+    a = make_loaded_app(tmp_path, build_dir)
     b = make_app(tmp_path)
     ca, cb = a.test_client(), b.test_client()
     assert ca.get("/api/pair").status_code == 200

@@ -4,9 +4,8 @@ import json
 import re
 
 import pytest
-from conftest import cast, make_app
+from conftest import cast, make_app, make_loaded_app
 
-from webapp.builds import import_build
 from webapp.export import COLUMNS
 
 PASSWORD = "correct horse"
@@ -14,9 +13,7 @@ PASSWORD = "correct horse"
 
 @pytest.fixture
 def team_app(tmp_path, build_dir):
-    app = make_app(tmp_path, DOPE_TEAM_PASSWORD=PASSWORD)
-    with app.app_context():
-        import_build(build_dir, app.config["DOPE_IMAGE_DIR"])
+    app = make_loaded_app(tmp_path, build_dir, DOPE_TEAM_PASSWORD=PASSWORD)
     return app
 
 
