@@ -71,6 +71,7 @@ class BuildOptions:
     search_k: int | None = None
     k: int = 20
     ranks: int = 1
+    fashion_input: str = "pool4"
 
 
 @dataclass
@@ -207,7 +208,7 @@ def features_stage(out: Path, catalog: Catalog, state: BuildState, *,
         catalog, catalog.label, catalog.categories, needed, image_size=o.image_size,
         device=o.device, batch_size=o.batch_size, seed=o.seed,
         checkpoint_dir=out / "checkpoints", is_train_mask=catalog.split == "catalog",
-        allow_download=o.allow_download, **extra)
+        fashion_input=o.fashion_input, allow_download=o.allow_download, **extra)
     for (network, layer), arr in feats.items():
         np.save(feature_path(out, f"{network}.{layer}"), np.asarray(arr, dtype=np.float16))
     # Paths inside the (temporary) build directory are recorded relative to it.

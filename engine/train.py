@@ -1,17 +1,31 @@
 """Train vgg16-fashion: ImageNet VGG16 conv layers frozen, new fc6/fc7 and a softmax.
 
 The conv trunk is frozen, so it runs once over all images and the head trains on the
-stored pool5 maps: practical on a CPU.
+stored conv maps: practical on a CPU.
 
-Small inputs, exactly. VGG16's fc6 reads the pool5 map average-pooled to 7x7 (25088
-values). Below 224 px the pool5 map is g x g with g < 7 (2 x 2 at 64 px), and the 7x7
-adaptive average pool is a fixed linear map ``A`` of full column rank (every 7x7 cell
-copies or averages g x g cells). So ``fc6(A x) = (W A) x``: training a compact fc6 on the
-512*g*g values of the map is the same model, 12x cheaper at 64 px. ``FashionHead.full_fc6``
-turns it back into a genuine 25088 -> 4096 layer, ``W = W' pinv(A)``, which gives the
-same outputs on ``A x`` (tested). The checkpoint stores the compact layer (33 MB instead of
-411 MB for fc6 at 64 px) plus the grid size; from 224 px up the compact layer *is* the
-25088-input layer.
+Which map fc6 reads (``input``). The article's fc6 reads pool5, the last conv block's map.
+By default ours reads pool4, the fourth block's map, through the first ten conv layers
+(``input="pool5"`` keeps the article's). On the default build (Fashion-MNIST at 64 px)
+pool5 holds ImageNet-specific parts that transfer poorly to small grayscale garments: a
+linear probe on pool5 classifies 84% of the queries, on pool4 91%, and every head
+trained on pool5 (about 30 recipes) left the fc6/fc7 searches at 0.84 to 0.88 top-1,
+where pool4 lifts them to about 0.89 to 0.91 (docs/benchmarks.md).
+
+The map goes through an element-wise square root (``power="sqrt"``) and is then
+standardised per value with the training rows' mean and standard deviation, kept in the
+checkpoint (``standardize``): fc6 sees inputs of one scale. On pool4 without it, 0.5% of
+fc6's units fire per image, and its Hamming code has hardly any bits to compare; with it,
+47% of the bits are ones.
+
+Small inputs, exactly. VGG16's fc6 reads a 512-channel map average-pooled to 7x7 (25088
+values). Below 224 px (pool5) or 112 px (pool4) the map is g x g with g < 7 (pool4: 4 x 4
+at 64 px), and the 7x7 adaptive average pool is a fixed linear map ``A`` of full column
+rank (every 7x7 cell copies or averages g x g cells). So ``fc6(A x) = (W A) x``: training a
+compact fc6 on the 512*g*g values of the map is the same model, 3x to 12x cheaper.
+``FashionHead.full_fc6`` turns it back into a genuine 25088 -> 4096 layer (standardisation
+folded in), ``W = W' pinv(A)``, which gives the same outputs on ``A x`` (tested). The
+checkpoint stores the compact layer plus the grid size; from 224 px up the compact layer
+*is* the 25088-input layer.
 """
 
 from __future__ import annotations
@@ -33,12 +47,18 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_EPOCHS = 8
 CHECKPOINT_NAME = "vgg16-fashion.pt"
-CHECKPOINT_FORMAT = 2  # 2 added "power"; format 1 checkpoints load with power None
+# 2 added "power" (format 1 loads with power None); 3 added "input" and the standardisation
+# buffers (formats 1 and 2 load reading pool5, unstandardised).
+CHECKPOINT_FORMAT = 3
 POWERS = (None, "sqrt")
+INPUTS = ("pool4", "pool5")
+DEFAULT_INPUT = "pool4"
+# The VGG16Taps tap that carries each input map.
+TRUNK_TAPS = {"pool4": "conv4", "pool5": "conv"}
 
 
 def pool5_grid(conv_dim: int) -> int:
-    """Return g for a flattened compact pool5 map of 512*g*g values."""
+    """Return g for a flattened compact map (pool4 or pool5) of 512*g*g values."""
     grid = math.isqrt(conv_dim // 512)
     if grid < 1 or 512 * grid * grid != conv_dim or grid > 7:
         raise ValueError(f"conv features must have 512*g*g columns with 1 <= g <= 7, "
@@ -53,40 +73,76 @@ def adaptive_pool_matrix(grid: int) -> torch.Tensor:
 
 
 class FashionHead(nn.Module):
-    """[sqrt] -> fc6 -> ReLU -> dropout -> fc7 -> ReLU -> dropout -> linear over the categories.
+    """[sqrt] -> [standardise] -> fc6 -> ReLU -> dropout -> fc7 -> ReLU -> dropout -> linear.
 
-    ``power="sqrt"`` reads the pool5 map through an element-wise square root (power
-    normalisation): ReLU conv activations are sparse and heavy-tailed (87% zeros, a few
-    in the hundreds on Caffe-scaled input), and the square root evens them out so fc6
-    learns from all of them. It lifted the default build's fashion variants by 2 to 5
-    points of top-1 (docs/benchmarks.md).
+    ``input`` names the conv map fc6 reads (``pool4`` or ``pool5``). ``power="sqrt"`` reads
+    it through an element-wise square root (power normalisation): ReLU conv activations
+    are sparse and heavy-tailed (87% zeros, a few in the hundreds on Caffe-scaled input),
+    and the square root evens them out so fc6 learns from all of them. It lifted the
+    pool5 head's variants by 2 to 5 points of top-1 (docs/benchmarks.md). With
+    ``standardize`` each value is then centred and scaled by the buffers ``mean`` and
+    ``scale`` (``set_standardization``, from the training rows).
     """
 
     def __init__(self, n_classes: int, grid: int = 7, dropout: float = 0.5,
-                 power: str | None = "sqrt"):
+                 power: str | None = "sqrt", input: str = "pool5", standardize: bool = False):
         super().__init__()
         if power not in POWERS:
             raise ValueError(f"unknown power normalisation {power!r}; accepted: none, sqrt")
+        if input not in INPUTS:
+            raise ValueError(f"unknown fc6 input {input!r}; accepted: {', '.join(INPUTS)}")
         self.grid = grid
         self.power = power
-        self.fc6 = nn.Linear(512 * grid * grid, 4096)
+        self.input = input
+        self.standardize = bool(standardize)
+        dim = 512 * grid * grid
+        self.register_buffer("mean", torch.zeros(dim))
+        self.register_buffer("scale", torch.ones(dim))
+        self.fc6 = nn.Linear(dim, 4096)
         self.fc7 = nn.Linear(4096, 4096)
         self.classifier = nn.Linear(4096, n_classes)
         self.dropout = nn.Dropout(dropout)
         self._full_fc6: nn.Linear | None = None
 
+    @property
+    def trunk_tap(self) -> str:
+        """The VGG16Taps tap this head reads."""
+        return TRUNK_TAPS[self.input]
+
+    @torch.no_grad()
+    def set_standardization(self, mean: torch.Tensor, std: torch.Tensor) -> None:
+        """Standardise fc6's input with these per-value statistics (of the power-normed map).
+
+        The scale is 1 / (std + eps) with eps 0.2% of the mean std, so values that never vary
+        (dead units) stay at zero instead of blowing up.
+        """
+        std = std.to(self.scale)
+        eps = 2e-3 * float(std.mean()) + 1e-12
+        self.mean.copy_(mean.to(self.mean))
+        self.scale.copy_(1.0 / (std + eps))
+        self.standardize = True
+        self._full_fc6 = None
+
     def full_fc6(self) -> nn.Linear:
-        """Return fc6 as the 25088 -> 4096 layer that reads the 7x7-pooled pool5 map."""
-        if self.grid == 7:
+        """Return fc6 as the 25088 -> 4096 layer that reads the 7x7-pooled (power-normed) map.
+
+        Standardisation is folded in: ``W (x - m) * s + b = (W s) x + (b - (W s) m)``.
+        """
+        if self.grid == 7 and not self.standardize:
             return self.fc6
         if self._full_fc6 is None:
             out = self.fc6.weight.shape[0]
-            pinv = torch.linalg.pinv(adaptive_pool_matrix(self.grid))  # (g*g, 49)
-            weight = self.fc6.weight.double().view(out, 512, -1) @ pinv.to(self.fc6.weight.device)
+            weight, bias = self.fc6.weight.double(), self.fc6.bias.double()
+            if self.standardize:
+                weight = weight * self.scale.double()
+                bias = bias - weight @ self.mean.double()
+            if self.grid != 7:
+                pinv = torch.linalg.pinv(adaptive_pool_matrix(self.grid))  # (g*g, 49)
+                weight = weight.view(out, 512, -1) @ pinv.to(weight.device)
             layer = nn.Linear(512 * 49, out).to(self.fc6.weight.device)
             with torch.no_grad():
                 layer.weight.copy_(weight.reshape(out, 512 * 49))
-                layer.bias.copy_(self.fc6.bias)
+                layer.bias.copy_(bias)
             # Not a registered submodule: a derived cache, never saved in the state_dict.
             object.__setattr__(self, "_full_fc6", layer)
         return self._full_fc6
@@ -94,14 +150,15 @@ class FashionHead(nn.Module):
     def _fc6(self, conv: torch.Tensor) -> torch.Tensor:
         if self.power == "sqrt":
             conv = conv.clamp_min(0).sqrt()
-        if conv.ndim == 2:
-            return self.fc6(conv)
-        if tuple(conv.shape[-2:]) == (self.grid, self.grid):
-            return self.fc6(conv.flatten(1))
-        return self.full_fc6()(F.adaptive_avg_pool2d(conv, (7, 7)).flatten(1))
+        if conv.ndim == 4 and tuple(conv.shape[-2:]) != (self.grid, self.grid):
+            return self.full_fc6()(F.adaptive_avg_pool2d(conv, (7, 7)).flatten(1))
+        conv = conv.flatten(1)
+        if self.standardize:
+            conv = (conv - self.mean) * self.scale
+        return self.fc6(conv)
 
     def embed(self, conv: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Return post-ReLU fc6 and fc7 for a pool5 map (N, 512, H, W) or compact rows."""
+        """Return post-ReLU fc6 and fc7 for a conv map (N, 512, H, W) or compact rows."""
         fc6 = F.relu(self._fc6(conv.float()))
         return {"fc6": fc6, "fc7": F.relu(self.fc7(fc6))}
 
@@ -113,6 +170,7 @@ class FashionHead(nn.Module):
         """Write the head and its metadata (categories, preprocessing, metrics...)."""
         state = {k: v for k, v in self.state_dict().items()}
         torch.save({"format": CHECKPOINT_FORMAT, "grid": self.grid, "power": self.power,
+                    "input": self.input, "standardize": self.standardize,
                     "n_classes": self.classifier.out_features, "state_dict": state, **meta}, path)
 
     @classmethod
@@ -122,11 +180,15 @@ class FashionHead(nn.Module):
         if not path.is_file():
             raise FileNotFoundError(f"no vgg16-fashion checkpoint at {path}")
         meta = torch.load(path, map_location="cpu", weights_only=True)
-        if meta.get("format") not in (1, CHECKPOINT_FORMAT):
+        if meta.get("format") not in range(1, CHECKPOINT_FORMAT + 1):
             raise ValueError(f"{path}: checkpoint format {meta.get('format')!r}, "
                              f"this engine reads 1 to {CHECKPOINT_FORMAT}")
-        head = cls(meta["n_classes"], meta["grid"], power=meta.get("power"))
-        head.load_state_dict(meta.pop("state_dict"))
+        head = cls(meta["n_classes"], meta["grid"], power=meta.get("power"),
+                   input=meta.get("input", "pool5"), standardize=meta.get("standardize", False))
+        state = meta.pop("state_dict")
+        if meta["format"] < 3:  # before the buffers: identity standardisation
+            state = {"mean": head.mean, "scale": head.scale, **state}
+        head.load_state_dict(state)
         return head.eval(), meta
 
 
@@ -199,12 +261,33 @@ def _fit(head, x, y, *, epochs, batch_size, lr, seed, device, progress):
     return losses
 
 
+@torch.no_grad()
+def input_moments(head: FashionHead, x: torch.Tensor, rows: torch.Tensor,
+                  chunk: int = 4096) -> tuple[torch.Tensor, torch.Tensor]:
+    """Return the mean and standard deviation of the head's power-normed input over `rows`."""
+    total = torch.zeros(x.shape[1], dtype=torch.float64)
+    square = torch.zeros_like(total)
+    for i in range(0, len(rows), chunk):
+        block = x[rows[i:i + chunk]].double()
+        if head.power == "sqrt":
+            block = block.clamp_min(0).sqrt()
+        total += block.sum(0)
+        square += (block * block).sum(0)
+    n = max(len(rows), 1)
+    mean = total / n
+    return mean.float(), (square / n - mean * mean).clamp_min(0).sqrt().float()
+
+
 def train_fashion_head(conv_features: np.ndarray, labels: np.ndarray, categories: list[str], *,
                        seed: int = 0, epochs: int = DEFAULT_EPOCHS, val_fraction: float = 0.1,
                        device: str = "auto", out: Path | None = None, batch_size: int = 128,
-                       lr: float = 1e-3, meta: dict | None = None,
+                       lr: float = 1e-3, meta: dict | None = None, input: str = DEFAULT_INPUT,
+                       standardize: bool = True,
                        progress: bool = True) -> tuple[FashionHead, dict]:
-    """Train fc6/fc7/softmax on compact pool5 maps; return the head and its metrics."""
+    """Train fc6/fc7/softmax on compact conv maps (`input`); return the head and its metrics.
+
+    With `standardize`, fc6's input is standardised with the training rows' statistics.
+    """
     if epochs < 1:
         raise ValueError(f"epochs must be >= 1, got {epochs}")
     if len(conv_features) != len(labels) or not len(labels):
@@ -214,10 +297,13 @@ def train_fashion_head(conv_features: np.ndarray, labels: np.ndarray, categories
     y_all = label_indices(labels, categories)
     train_rows, val_rows = split_validation(y_all, val_fraction, seed)
     torch.manual_seed(seed)
-    head = FashionHead(len(categories), pool5_grid(conv_features.shape[1])).to(torch_device)
+    head = FashionHead(len(categories), pool5_grid(conv_features.shape[1]), input=input)
     x = torch.from_numpy(np.asarray(conv_features, dtype=np.float32))
     y = torch.from_numpy(y_all)
     start = time.perf_counter()
+    if standardize:
+        head.set_standardization(*input_moments(head, x, torch.from_numpy(train_rows)))
+    head = head.to(torch_device)
     losses = _fit(head, x[train_rows], y[train_rows], epochs=epochs, batch_size=batch_size,
                   lr=lr, seed=seed, device=torch_device, progress=progress)
     seconds = time.perf_counter() - start
@@ -227,7 +313,8 @@ def train_fashion_head(conv_features: np.ndarray, labels: np.ndarray, categories
         "val_accuracy": _accuracy(head, x_dev[val_rows], y_dev[val_rows]),
         "epochs": epochs, "seconds": seconds, "losses": losses,
         "n_train": len(train_rows), "n_val": len(val_rows), "seed": seed,
-        "bf16_autocast": bf16_autocast(torch_device),
+        "bf16_autocast": bf16_autocast(torch_device), "input": input,
+        "standardize": head.standardize,
     }
     logger.info("vgg16-fashion: train accuracy %.4f, val accuracy %.4f, %.1f s",
                 metrics["train_accuracy"], metrics["val_accuracy"], seconds)
@@ -241,7 +328,7 @@ def train_fashion_head(conv_features: np.ndarray, labels: np.ndarray, categories
 @torch.inference_mode()
 def embed_rows(head: FashionHead, conv_features: np.ndarray, layers, *,
                device: torch.device, batch_size: int = 512) -> dict[str, np.ndarray]:
-    """Return float16 {layer: (N, 4096)} post-ReLU fc6/fc7 for compact pool5 rows."""
+    """Return float16 {layer: (N, 4096)} post-ReLU fc6/fc7 for compact conv-map rows."""
     head = head.eval().to(device)
     parts: dict[str, list[np.ndarray]] = {layer: [] for layer in layers}
     for i in range(0, len(conv_features), batch_size):
@@ -259,13 +346,15 @@ def _timed(report: dict, key: str, n: int, start: float, **extra) -> None:
                    "images_per_second": round(n / max(seconds, 1e-9), 1), **extra}
 
 
-def _vgg16_pass(images, needed, *, image_size, device, batch_size, allow_download, progress):
-    """Run the VGG16 conv trunk once; return (taps, source, seconds)."""
+def _vgg16_pass(images, needed, *, image_size, device, batch_size, allow_download, progress,
+                fashion_input=DEFAULT_INPUT):
+    """Run the VGG16 conv trunk once; return (taps, source)."""
     imagenet_layers = list(needed.get("vgg16-imagenet", []))
     source = networks.resolve_weights("vgg16-imagenet", allow_download=allow_download)
     if imagenet_layers:
         networks.check_layers("vgg16-imagenet", imagenet_layers, source)
-    taps = set(imagenet_layers) | ({"conv"} if needed.get("vgg16-fashion") else set())
+    fashion_tap = {TRUNK_TAPS[fashion_input]} if needed.get("vgg16-fashion") else set()
+    taps = set(imagenet_layers) | fashion_tap
     fc = networks.load_vgg16_fc(source) if {"fc6", "fc7"} & taps else None
     model = prepare(networks.VGG16Taps(source, sorted(taps), fc=fc), device)
     loader = image_loader(images, image_size, batch_size, 0, device)
@@ -275,9 +364,16 @@ def _vgg16_pass(images, needed, *, image_size, device, batch_size, allow_downloa
 def compute_variant_features(images, labels, categories, needed: dict[str, list[str]], *,
                              image_size: int, device: str, batch_size: int, seed: int,
                              checkpoint_dir: Path, is_train_mask, epochs: int = DEFAULT_EPOCHS,
+                             fashion_input: str = DEFAULT_INPUT,
                              allow_download: bool = False, progress: bool = True
                              ) -> tuple[dict[tuple[str, str], np.ndarray], dict]:
-    """Return {(network, layer): float16 rows} for `needed`, one VGG16 pass for all VGGs."""
+    """Return {(network, layer): float16 rows} for `needed`, one VGG16 pass for all VGGs.
+
+    `fashion_input` is the conv map vgg16-fashion's fc6 reads (pool4 or pool5).
+    """
+    if fashion_input not in INPUTS:
+        raise ValueError(f"unknown vgg16-fashion input {fashion_input!r}; "
+                         f"accepted: {', '.join(INPUTS)}")
     for network, layers in needed.items():
         networks.check_layers(network, layers)
     torch_device = resolve_device(device)
@@ -291,16 +387,17 @@ def compute_variant_features(images, labels, categories, needed: dict[str, list[
         start = time.perf_counter()
         taps, source = _vgg16_pass(images, needed, image_size=image_size, device=torch_device,
                                    batch_size=batch_size, allow_download=allow_download,
-                                   progress=progress)
+                                   progress=progress, fashion_input=fashion_input)
         _timed(report["networks"], "vgg16-imagenet", len(images), start, origin=source.origin,
                preprocessing=source.preprocessing, reason=source.reason)
         for layer in needed.get("vgg16-imagenet", []):
             features[("vgg16-imagenet", layer)] = taps[layer]
         if needed.get("vgg16-fashion"):
             fashion, info = _fashion_features(
-                taps.pop("conv"), labels, categories, needed["vgg16-fashion"], source,
-                image_size=image_size, device=torch_device, seed=seed, epochs=epochs,
-                checkpoint_dir=Path(checkpoint_dir), is_train_mask=is_train_mask)
+                taps.pop(TRUNK_TAPS[fashion_input]), labels, categories,
+                needed["vgg16-fashion"], source, image_size=image_size, device=torch_device,
+                seed=seed, epochs=epochs, checkpoint_dir=Path(checkpoint_dir),
+                is_train_mask=is_train_mask, fashion_input=fashion_input)
             features.update(fashion)
             report["networks"]["vgg16-fashion"] = info
     if needed.get("mobilenet_v2-imagenet"):
@@ -324,7 +421,7 @@ def _mobilenet_pass(images, *, image_size, device, batch_size, allow_download, p
 
 
 def _fashion_features(conv, labels, categories, layers, source, *, image_size, device, seed,
-                      epochs, checkpoint_dir, is_train_mask):
+                      epochs, checkpoint_dir, is_train_mask, fashion_input):
     """Train the head on the catalog rows, save it, and embed every row."""
     if not is_train_mask.any():
         raise ValueError("vgg16-fashion needs at least one training (catalog) row")
@@ -336,11 +433,12 @@ def _fashion_features(conv, labels, categories, layers, source, *, image_size, d
     labels = label_indices(labels, categories)
     head, metrics = train_fashion_head(conv[is_train_mask], labels[is_train_mask], categories,
                                        seed=seed, epochs=epochs, device=str(device),
-                                       out=path, meta=meta)
+                                       out=path, meta=meta, input=fashion_input)
     start = time.perf_counter()
     out = embed_rows(head, conv, layers, device=device)
     embed_seconds = time.perf_counter() - start
     info = {"origin": f"trained on the catalog (conv: {source.origin})",
+            "input": fashion_input, "standardize": metrics["standardize"],
             "preprocessing": source.preprocessing, "checkpoint": str(path),
             "train_accuracy": metrics["train_accuracy"], "val_accuracy": metrics["val_accuracy"],
             "epochs": metrics["epochs"], "train_seconds": round(metrics["seconds"], 3),

@@ -23,6 +23,7 @@ def engine_runner():
     (["--workers", "-1"], "Invalid value for '--workers'"),
     (["--batch-size", "0"], "Invalid value for '--batch-size'"),
     (["--catalog-path", "/no/such/dir"], "Invalid value for '--catalog-path'"),
+    (["--fashion-input", "pool3"], "'pool3' is not one of 'pool4', 'pool5'"),
     ([], "Missing option '--out'"),
 ])
 def test_build_rejects_bad_options(engine_runner, tmp_path, args, message):
@@ -81,3 +82,27 @@ def test_stages_chain_through_the_build_directory(engine_runner, engine_fmnist_d
     assert result.exit_code == 0, result.output
     assert "| network | layer |" in result.output
     assert (tmp_path / "whole" / "pairs.jsonl").read_text() == staged
+
+
+@pytest.mark.parametrize("extra, expected",
+                         [([], "pool4"), (["--fashion-input", "pool5"], "pool5")])
+def test_fashion_input_reaches_training_from_the_extract_stage(engine_runner, engine_fmnist_dir,
+                                                               engine_fake_features, tmp_path,
+                                                               extra, expected):
+    seen = []
+    real = engine_fake_features.compute_variant_features
+
+    def spy(*args, **kwargs):
+        seen.append((sorted(args[3]), kwargs.get("fashion_input")))
+        return real(*args, **kwargs)
+
+    engine_fake_features.compute_variant_features = spy
+    build = str(tmp_path / "b")
+    common = ["--catalog-path", str(engine_fmnist_dir), "--limit", "40", "--queries", "10",
+              "--variants", "offline", "--image-size", "32", "--device", "cpu"]
+    for step in (["extract", *common, *extra, "--build", build], ["train", "--build", build]):
+        result = engine_runner.invoke(main, step)
+        assert result.exit_code == 0, (step, result.output)
+    state = json.loads((tmp_path / "b" / "engine-state.json").read_text())
+    assert state["options"]["fashion_input"] == expected
+    assert seen[-1] == (["vgg16-fashion"], expected)
