@@ -35,7 +35,10 @@ $(VENV)/.installed: pyproject.toml constraints.txt | $(BIN)/python
 	touch $@
 
 build: setup
-	@if [ -f $(BUILD)/manifest.json ]; then echo "Build exists: $(BUILD) (delete it to rebuild)"; else \
+	@if [ -f $(BUILD)/manifest.json ]; then echo "Build exists: $(BUILD) (delete it to rebuild)"; \
+	  $(BIN)/python -c 'import json, sys, engine; v = json.load(open(sys.argv[1])).get("engine_version"); \
+	    v == engine.__version__ or print(f"Note: engine {v} made it; this is engine {engine.__version__}")' \
+	    $(BUILD)/manifest.json; else \
 	  $(BIN)/python -m engine build --catalog fashion-mnist --limit 6000 --queries 500 \
 	    --variants auto --image-size 64 --device auto --seed 0 --out $(BUILD); fi
 	@echo "Offline evaluation report: $(BUILD)/eval.md"

@@ -1,3 +1,3 @@
 """Dope or Nope's offline engine: catalog, networks, features, indexes, pairs, evaluation."""
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
