@@ -7,9 +7,9 @@ Which map fc6 reads (``input``). The article's fc6 reads pool5, the last conv bl
 By default ours reads pool4, the fourth block's map, through the first ten conv layers
 (``input="pool5"`` keeps the article's). On the default build (Fashion-MNIST at 64 px)
 pool5 holds ImageNet-specific parts that transfer poorly to small grayscale garments: a
-linear probe on pool5 classifies 84% of the queries, on pool4 91%, and every head
+linear probe on pool5 classifies 84% of the queries, on pool4 90%, and every head
 trained on pool5 (about 30 recipes) left the fc6/fc7 searches at 0.84 to 0.88 top-1,
-where pool4 lifts them to about 0.89 to 0.91 (docs/benchmarks.md).
+where pool4 lifts them to 0.88 to 0.91 (docs/benchmarks.md).
 
 The map goes through an element-wise square root (``power="sqrt"``) and is then
 standardised per value with the training rows' mean and standard deviation, kept in the
