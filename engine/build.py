@@ -41,7 +41,7 @@ from engine.pairs import (
     search_variant,
     write_pairs,
 )
-from engine.variants import RANDOM, Variant, VariantSet, choose_variant_set
+from engine.variants import DEFAULT_FASHION_INPUT, RANDOM, Variant, VariantSet, choose_variant_set
 
 logger = logging.getLogger(__name__)
 
@@ -71,7 +71,7 @@ class BuildOptions:
     search_k: int | None = None
     k: int = 20
     ranks: int = 1
-    fashion_input: str = "pool4"
+    fashion_input: str = DEFAULT_FASHION_INPUT
 
 
 @dataclass

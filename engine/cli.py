@@ -10,7 +10,7 @@ from pathlib import Path
 import click
 
 from engine.catalog import SOURCES
-from engine.variants import BUILTIN_SETS
+from engine.variants import BUILTIN_SETS, DEFAULT_FASHION_INPUT, FASHION_INPUTS
 
 DEVICE_RE = re.compile(r"auto|cpu|cuda(:\d+)?")
 
@@ -74,8 +74,8 @@ def catalog_options(f):
                           "automatically until top-1 agreement with exact search is >= 0.99)."),
         click.option("--ranks", type=click.IntRange(1, 20), default=1, show_default=True,
                      help="Matches per query and variant written to pairs.jsonl."),
-        click.option("--fashion-input", type=click.Choice(["pool4", "pool5"]), default="pool4",
-                     show_default=True,
+        click.option("--fashion-input", type=click.Choice(FASHION_INPUTS),
+                     default=DEFAULT_FASHION_INPUT, show_default=True,
                      help="The conv map vgg16-fashion's new fc6 reads: pool4 (better on small "
                           "grayscale garments, docs/benchmarks.md) or pool5 (the article's)."),
     ]

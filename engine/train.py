@@ -42,6 +42,7 @@ from torch.nn import functional as F
 
 from engine import networks
 from engine.features import bf16_autocast, image_loader, prepare, resolve_device, run_model
+from engine.variants import DEFAULT_FASHION_INPUT, FASHION_INPUTS
 
 logger = logging.getLogger(__name__)
 
@@ -51,8 +52,8 @@ CHECKPOINT_NAME = "vgg16-fashion.pt"
 # buffers (formats 1 and 2 load reading pool5, unstandardised).
 CHECKPOINT_FORMAT = 3
 POWERS = (None, "sqrt")
-INPUTS = ("pool4", "pool5")
-DEFAULT_INPUT = "pool4"
+INPUTS = FASHION_INPUTS
+DEFAULT_INPUT = DEFAULT_FASHION_INPUT
 # The VGG16Taps tap that carries each input map.
 TRUNK_TAPS = {"pool4": "conv4", "pool5": "conv"}
 

@@ -15,6 +15,9 @@ BUILTIN_SETS = ("classic", "offline")
 METRICS = {"l1": "manhattan", "l2": "euclidean", "hamming": "hamming", "cosine": "angular"}
 METRIC_NAMES = {"l1": "L1", "l2": "L2", "hamming": "Hamming", "cosine": "cosine"}
 LAYER_NAMES = {"fc6": "FC6", "fc7": "FC7", "pool5": "pool5", "gap": "GAP"}
+# The frozen conv map vgg16-fashion's new fc6 can read (engine.train); pool5 is the article's.
+FASHION_INPUTS = ("pool4", "pool5")
+DEFAULT_FASHION_INPUT = "pool4"
 NETWORK_NAMES = {
     "vgg16-imagenet": "VGG16 ImageNet",
     "mobilenet_v2-imagenet": "MobileNetV2 ImageNet",
