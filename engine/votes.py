@@ -1,0 +1,208 @@
+"""The vote export (docs/build-format.md, "Vote export"): one reader and one writer.
+
+Every engine caller reads votes through `read_votes`: the simulated crowd's files,
+`flask --app webapp export-votes` files and, later, retraining. JSON Lines when the
+name ends in `.jsonl` (a header object, then one object per vote), CSV when it ends
+in `.csv` (the vote columns under one row of names). A bad file is refused with the
+line that is wrong; nothing is guessed.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+FORMAT_VERSION = 1
+KIND = "dope-or-nope-votes"
+COLUMNS = ["vote_id", "query_id", "match_id", "variant", "verdict", "created_at",
+           "decision_ms", "voter", "build_id"]
+VERDICTS = ("dope", "nope", "skip")
+SUFFIXES = (".jsonl", ".csv")
+MAX_ERRORS = 5
+
+
+class VoteFileError(ValueError):
+    """A vote file that is not a valid export; the message names what is wrong."""
+
+
+@dataclass(frozen=True)
+class Vote:
+    """One exported vote."""
+
+    vote_id: int
+    query_id: str
+    match_id: str
+    variant: str
+    verdict: str
+    created_at: str
+    decision_ms: int | None
+    voter: str
+    build_id: str
+
+    @property
+    def judged(self) -> bool:
+        """Return True for dope and nope (a skip is not a judgment of the match)."""
+        return self.verdict != "skip"
+
+    def to_dict(self) -> dict:
+        return {c: getattr(self, c) for c in COLUMNS}
+
+
+@dataclass
+class VoteFile:
+    """A vote export: its header (JSONL only; {} for CSV) and its votes in file order."""
+
+    header: dict = field(default_factory=dict)
+    votes: list[Vote] = field(default_factory=list)
+
+    def judged(self) -> list[Vote]:
+        return [v for v in self.votes if v.judged]
+
+
+def check_suffix(path: str | Path) -> str:
+    """Return the file's format ("jsonl" or "csv") from its name, or raise VoteFileError."""
+    suffix = Path(path).suffix.lower()
+    if suffix not in SUFFIXES:
+        raise VoteFileError(f"{path}: a vote file ends in .jsonl or .csv, "
+                            f"not {suffix or '(none)'!r}")
+    return suffix[1:]
+
+
+def _int_field(value, name: str, *, optional: bool = False) -> int | None:
+    if optional and (value is None or value == ""):
+        return None
+    if isinstance(value, bool):
+        raise ValueError(f"{name} must be an integer")
+    if isinstance(value, str):
+        value = value.strip()
+        if not value.lstrip("-").isdigit():
+            raise ValueError(f"{name} must be an integer, not {value!r}")
+        value = int(value)
+    if not isinstance(value, int):
+        raise ValueError(f"{name} must be an integer")
+    return value
+
+
+def _str_field(value, name: str) -> str:
+    if not isinstance(value, str) or not value:
+        raise ValueError(f"{name} must be a non-empty string")
+    return value
+
+
+def parse_vote(obj: dict) -> Vote:
+    """Return the Vote an export object (or CSV row) describes, or raise ValueError."""
+    missing = [c for c in COLUMNS if c not in obj]
+    if missing:
+        raise ValueError(f"missing {', '.join(missing)}")
+    verdict = obj["verdict"]
+    if verdict not in VERDICTS:
+        raise ValueError(f"verdict must be one of {', '.join(VERDICTS)}, not {verdict!r}")
+    created_at = _str_field(obj["created_at"], "created_at")
+    try:
+        datetime.fromisoformat(created_at)
+    except ValueError:
+        raise ValueError(f"created_at is not an ISO 8601 time: {created_at!r}") from None
+    decision_ms = _int_field(obj["decision_ms"], "decision_ms", optional=True)
+    if decision_ms is not None and decision_ms < 0:
+        raise ValueError("decision_ms must not be negative")
+    return Vote(vote_id=_int_field(obj["vote_id"], "vote_id"),
+                query_id=_str_field(obj["query_id"], "query_id"),
+                match_id=_str_field(obj["match_id"], "match_id"),
+                variant=_str_field(obj["variant"], "variant"), verdict=verdict,
+                created_at=created_at, decision_ms=decision_ms,
+                voter=_str_field(obj["voter"], "voter"),
+                build_id=_str_field(obj["build_id"], "build_id"))
+
+
+def check_header(obj, path) -> dict:
+    """Return a JSONL header object, or raise VoteFileError naming what is wrong."""
+    if not isinstance(obj, dict) or obj.get("kind") != KIND:
+        raise VoteFileError(f"{path}: line 1 is not a Dope or Nope vote export header "
+                            f"(expected an object with \"kind\": \"{KIND}\")")
+    version = obj.get("format_version")
+    if version != FORMAT_VERSION:
+        raise VoteFileError(f"{path}: vote export format_version {version!r} is not known; "
+                            f"this engine reads format_version {FORMAT_VERSION}")
+    return obj
+
+
+def _jsonl_records(text: str, path):
+    lines = text.splitlines()
+    if not lines or not lines[0].strip():
+        raise VoteFileError(f"{path}: empty file (a vote export starts with a header line)")
+    try:
+        header = json.loads(lines[0])
+    except ValueError:
+        raise VoteFileError(f"{path}: line 1 is not JSON (a vote export starts with a "
+                            "header object)") from None
+    records = []
+    for number, line in enumerate(lines[1:], start=2):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except ValueError:
+            records.append((number, None))
+            continue
+        records.append((number, obj))
+    return check_header(header, path), records
+
+
+def _csv_records(text: str, path):
+    reader = csv.DictReader(io.StringIO(text))
+    if reader.fieldnames is None:
+        raise VoteFileError(f"{path}: empty file (a vote CSV starts with its column names)")
+    if list(reader.fieldnames) != COLUMNS:
+        raise VoteFileError(f"{path}: the columns are {','.join(reader.fieldnames)}; a vote "
+                            f"export has {','.join(COLUMNS)}")
+    return {}, [(number, row) for number, row in enumerate(reader, start=2)]
+
+
+def read_votes(path: str | Path) -> VoteFile:
+    """Read a vote export (JSONL or CSV by extension); raise VoteFileError if it is bad."""
+    kind = check_suffix(path)
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise VoteFileError(f"{path}: no such file") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise VoteFileError(f"{path}: cannot be read ({exc})") from None
+    header, records = (_jsonl_records if kind == "jsonl" else _csv_records)(text, path)
+    votes, errors = [], []
+    for number, obj in records:
+        try:
+            if not isinstance(obj, dict):
+                raise ValueError("not a JSON object")
+            votes.append(parse_vote(obj))
+        except ValueError as exc:
+            errors.append(f"line {number}: {exc}")
+    if errors:
+        more = f" (and {len(errors) - MAX_ERRORS} more)" if len(errors) > MAX_ERRORS else ""
+        raise VoteFileError(f"{path}: {len(errors)} bad vote line(s): "
+                            + "; ".join(errors[:MAX_ERRORS]) + more)
+    return VoteFile(header, votes)
+
+
+def export_header(builds: list[str], exported_at: str, **extra) -> dict:
+    """Return a JSONL header object; extra fields (e.g. "simulated") ride along."""
+    return {"format_version": FORMAT_VERSION, "kind": KIND, "exported_at": exported_at,
+            "builds": builds, **extra}
+
+
+def write_votes(path: str | Path, header: dict, votes: list[Vote]) -> None:
+    """Write votes as the web app's export does: JSONL or CSV by extension."""
+    kind = check_suffix(path)
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        if kind == "jsonl":
+            f.write(json.dumps(header) + "\n")
+            for vote in votes:
+                f.write(json.dumps(vote.to_dict()) + "\n")
+        else:
+            writer = csv.DictWriter(f, fieldnames=COLUMNS, lineterminator="\n")
+            writer.writeheader()
+            for vote in votes:
+                writer.writerow({k: "" if v is None else v for k, v in vote.to_dict().items()})
