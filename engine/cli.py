@@ -191,3 +191,9 @@ _stage_command("pairs", "Pick each query's matches, check Annoy against exact se
                "evaluate", runtime=False)
 _stage_command("evaluate", "Evaluate every variant; write eval.json, eval.md, tsne/.", "",
                runtime=False)
+
+
+# Last, so that engine.crowdcli finds usage_errors defined when it imports this module.
+from engine.crowdcli import crowd  # noqa: E402
+
+main.add_command(crowd)
