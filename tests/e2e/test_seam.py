@@ -19,6 +19,9 @@ import pytest
 import requests
 from e2e_harness import ROOT, flask_cli, running_server
 
+from engine.builddir import read_build
+from engine.votes import read_votes
+
 FASHION_MNIST = "/usr/share/datasets/fashion-mnist"
 pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.timeout(900)]
 
@@ -91,3 +94,14 @@ def test_engine_build_to_votes_and_back(engine_build, tmp_path):
     assert [(int(r["vote_id"]), r["query_id"], r["match_id"], r["variant"], r["verdict"])
             for r in csv_rows] == [(r["vote_id"], r["query_id"], r["match_id"], r["variant"],
                                     r["verdict"]) for r in rows]
+
+    # The engine's own reader takes both real exports, vote for vote, and every vote
+    # joins the build as the engine reads it back.
+    built = read_build(engine_build)
+    build_pairs = {(p.query_id, p.match_id, p.variant) for p in built.pairs}
+    for name in ("votes.jsonl", "votes.csv"):
+        read = read_votes(tmp_path / name)
+        assert [(v.vote_id, v.verdict) for v in read.votes] == cast
+        assert all((v.query_id, v.match_id, v.variant) in build_pairs for v in read.votes)
+        assert [v.to_dict() for v in read.votes] == rows
+    assert read_votes(export).header["builds"] == [built.build_id]
