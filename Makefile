@@ -58,6 +58,7 @@ lint: setup
 bench: setup
 	$(BIN)/python bench/engine.py
 	$(BIN)/python bench/web.py
+	$(BIN)/python bench/crowd.py
 
 clean:
 	rm -rf build instance .pytest_cache
