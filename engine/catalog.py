@@ -144,7 +144,8 @@ def load_catalog(source: str = "fashion-mnist", path: str | Path | None = None, 
               "deepfashion": _read_deepfashion}[source]
     rows, categories, kind = reader(path)
     rows = _ensure_queries(rows, queries, seed)
-    rows = _sample(rows, "catalog", limit, seed) + _sample(rows, "query", queries, seed + 1)
+    rows = (sample_split(rows, "catalog", limit, seed)
+            + sample_split(rows, "query", queries, seed + 1))
     catalog = Catalog(rows=rows, categories=categories,
                       source={"catalog": source, "path": str(path), "layout": kind,
                               "limit": limit, "queries": queries, "seed": seed})
@@ -162,7 +163,7 @@ def _ensure_queries(rows: list[Row], queries: int | None, seed: int) -> list[Row
     if any(r.split == "query" for r in rows):
         return rows
     n = queries or max(1, len(rows) // 10)
-    held = {id(r) for r in _sample(rows, "catalog", min(n, max(len(rows) - 1, 0)), seed + 2)}
+    held = {id(r) for r in sample_split(rows, "catalog", min(n, max(len(rows) - 1, 0)), seed + 2)}
     logger.info("Source has no query split: holding out %d catalog rows as queries", len(held))
     for r in rows:
         if id(r) in held:
@@ -170,7 +171,7 @@ def _ensure_queries(rows: list[Row], queries: int | None, seed: int) -> list[Row
     return rows
 
 
-def _sample(rows: list[Row], split: str, n: int | None, seed: int) -> list[Row]:
+def sample_split(rows: list[Row], split: str, n: int | None, seed: int) -> list[Row]:
     """Return a seeded, category-stratified sample of n rows of a split (all if n is None)."""
     pool = [r for r in rows if r.split == split]
     if n is None or n >= len(pool):

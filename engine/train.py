@@ -446,3 +446,36 @@ def _fashion_features(conv, labels, categories, layers, source, *, image_size, d
             "embed_seconds": round(embed_seconds, 3), "n_train": metrics["n_train"],
             "n_val": metrics["n_val"]}
     return {("vgg16-fashion", layer): out[layer] for layer in layers}, info
+
+
+def embed_with_checkpoint(images, needed: dict[str, list[str]], *, checkpoint_dir: Path,
+                          image_size: int, device: str, batch_size: int = 64,
+                          allow_download: bool = False, progress: bool = False
+                          ) -> dict[tuple[str, str], np.ndarray]:
+    """Return {(network, layer): float16 rows} for new images, with the build's trained
+    vgg16-fashion head (never retrained) and the same pretrained networks."""
+    for network, layers in needed.items():
+        networks.check_layers(network, layers)
+    torch_device = resolve_device(device)
+    features: dict[tuple[str, str], np.ndarray] = {}
+    if needed.get("vgg16-imagenet") or needed.get("vgg16-fashion"):
+        head = None
+        fashion_input = DEFAULT_INPUT
+        if needed.get("vgg16-fashion"):
+            head, _ = FashionHead.load(Path(checkpoint_dir) / CHECKPOINT_NAME)
+            fashion_input = head.input
+        taps, _ = _vgg16_pass(images, needed, image_size=image_size, device=torch_device,
+                              batch_size=batch_size, allow_download=allow_download,
+                              progress=progress, fashion_input=fashion_input)
+        for layer in needed.get("vgg16-imagenet", []):
+            features[("vgg16-imagenet", layer)] = taps[layer]
+        if head is not None:
+            out = embed_rows(head, taps[head.trunk_tap], needed["vgg16-fashion"],
+                             device=torch_device)
+            features.update({("vgg16-fashion", layer): arr for layer, arr in out.items()})
+    if needed.get("mobilenet_v2-imagenet"):
+        out = _mobilenet_pass(images, image_size=image_size, device=torch_device,
+                              batch_size=batch_size, allow_download=allow_download,
+                              progress=progress)
+        features[("mobilenet_v2-imagenet", "gap")] = out["gap"]
+    return features
