@@ -195,5 +195,7 @@ _stage_command("evaluate", "Evaluate every variant; write eval.json, eval.md, ts
 
 # Last, so that engine.crowdcli finds usage_errors defined when it imports this module.
 from engine.crowdcli import crowd  # noqa: E402
+from engine.retraincli import retrain  # noqa: E402
 
 main.add_command(crowd)
+main.add_command(retrain)
