@@ -1,0 +1,113 @@
+"""Learning curves of retraining from simulated votes, on a build (default build/default).
+
+For each preset taste, vote count and crowd seed: an honest (or mixed) simulated crowd
+writes a vote file (`engine crowd votes`, the game's allocation), `engine retrain`
+learns a challenger from it (--parent auto, fresh pool of 500 queries, pool seed 0
+for every run so every run is scored on the same fresh queries), and the crowd's own
+taste scores the parent and the challenger on that pool. When the gate refuses, the
+published variant is the parent (gain 0); the gated challenger's figure is kept too.
+
+    python bench/retrain.py [--build build/default] [--votes 100,300,1000,3000] \
+        [--seeds 100,101,102] [--mix honest=1] [--out bench-retrain.json]
+
+Seeds 100-102 were not used while the method was written (its constants were set
+before any curve was run).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+# bench/engine.py would shadow the engine package: the repository root comes first.
+sys.path.insert(0, str(ROOT))
+TASTES = ("category", "tone", "pattern", "look")
+
+
+def one_run(build: Path, taste_name: str, n: int, seed: int, mix: dict, work: Path) -> dict:
+    from engine.builddir import read_build
+    from engine.challenger import retrain
+    from engine.crowd import Population, campaign, export_votes, judge_build
+    from engine.taste import load_taste
+    from engine.votes import write_votes
+
+    taste = load_taste(taste_name)
+    population = Population.from_taste(taste, mix)
+    judged = judge_build(read_build(build), taste, population)
+    votes = list(campaign(judged, population, n, seed))
+    header, rows = export_votes(judged, votes, taste=taste, population=population, seed=seed)
+    path = work / f"votes-{taste_name}-{n}-{seed}.jsonl"
+    write_votes(path, header, rows)
+    out = work / f"challenger-{taste_name}-{n}-{seed}"
+    t0 = time.perf_counter()
+    result = retrain(build, path, out, parent="auto", queries=500, seed=0, write_gated=True)
+    seconds = time.perf_counter() - t0
+    truth = judge_build(read_build(out), taste, Population.from_taste(taste)).truth
+    shutil.rmtree(out)
+    parent, challenger = truth[result.parent], truth[result.slug]
+    return {"taste": taste_name, "votes": n, "seed": seed, "parent": result.parent,
+            "published": result.published, "parent_truth": round(parent, 4),
+            "challenger_truth": round(challenger, 4),
+            "gain": round(challenger - parent if result.published else 0.0, 4),
+            "gain_if_ungated": round(challenger - parent, 4), "gate": result.gate,
+            "shares": result.learned["shares"], "seconds": round(seconds, 1)}
+
+
+def summary(runs: list[dict]) -> list[str]:
+    lines = ["| taste | votes | gain (points), per seed | median | published | "
+             "ungated gains | parent(s) |", "|---|---:|---|---:|---:|---|---|"]
+    for taste in TASTES:
+        for n in sorted({r["votes"] for r in runs}):
+            rs = [r for r in runs if r["taste"] == taste and r["votes"] == n]
+            if not rs:
+                continue
+            gains = [100 * r["gain"] for r in rs]
+            ungated = [100 * r["gain_if_ungated"] for r in rs]
+            lines.append(
+                f"| {taste} | {n} | {', '.join(f'{g:+.1f}' for g in gains)} | "
+                f"{statistics.median(gains):+.1f} | {sum(r['published'] for r in rs)}/{len(rs)} | "
+                f"{', '.join(f'{g:+.1f}' for g in ungated)} | "
+                f"{', '.join(sorted({r['parent'] for r in rs}))} |")
+    return lines
+
+
+def main(argv=None) -> dict:
+    from engine.crowd import parse_mix
+
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--build", type=Path, default=ROOT / "build" / "default")
+    parser.add_argument("--votes", default="100,300,1000,3000")
+    parser.add_argument("--seeds", default="100,101,102")
+    parser.add_argument("--tastes", default=",".join(TASTES))
+    parser.add_argument("--mix", default="honest=1")
+    parser.add_argument("--out", type=Path)
+    args = parser.parse_args(argv)
+    mix = parse_mix(args.mix)
+    work = Path(tempfile.mkdtemp(prefix="dope-bench-retrain-"))
+    runs = []
+    try:
+        for taste in args.tastes.split(","):
+            for n in map(int, args.votes.split(",")):
+                for seed in map(int, args.seeds.split(",")):
+                    runs.append(one_run(args.build, taste, n, seed, mix, work))
+                    r = runs[-1]
+                    print(f"{taste} {n} seed {seed}: parent {r['parent']} {r['parent_truth']:.3f}"
+                          f" challenger {r['challenger_truth']:.3f} published {r['published']}"
+                          f" ({r['seconds']} s)", flush=True)
+                    if args.out:
+                        args.out.write_text(json.dumps({"mix": mix, "runs": runs}, indent=1))
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    print("\n".join(summary(runs)))
+    return {"mix": mix, "runs": runs}
+
+
+if __name__ == "__main__":
+    main()
