@@ -10,7 +10,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 PYTEST_ARGS ?=
 
-.PHONY: setup apt venv demo build serve test lint bench clean
+.PHONY: setup apt venv demo build serve test lint bench clean retrain
 
 setup: apt $(VENV)/.installed
 
@@ -48,6 +48,20 @@ demo: build
 	FLASK_DEBUG=$${FLASK_DEBUG:-1} $(BIN)/flask --app webapp import-build $(BUILD)
 	@echo "Dope or Nope is at http://$(HOST):$(PORT)/  (Ctrl-C to stop)"
 	DOPE_DEMO=1 $(BIN)/gunicorn -c gunicorn.conf.py --bind $(HOST):$(PORT) 'webapp:create_app()'
+
+# Votes in, a challenger out: export the demo database's votes, retrain from the latest
+# build (build/.latest names it after a first round), import the challenger. Stops
+# with exit 3 when the challenger is no better than its parent on held-out votes.
+LATEST_FILE := build/.latest
+retrain: setup
+	@latest=$$(cat $(LATEST_FILE) 2>/dev/null || echo $(BUILD)); \
+	out=build/retrained-$$(date -u +%Y%m%d-%H%M%S); votes=instance/votes-$$(date -u +%Y%m%d-%H%M%S).jsonl; \
+	mkdir -p instance && \
+	FLASK_DEBUG=$${FLASK_DEBUG:-1} $(BIN)/flask --app webapp db upgrade && \
+	FLASK_DEBUG=$${FLASK_DEBUG:-1} $(BIN)/flask --app webapp export-votes $$votes && \
+	$(BIN)/python -m engine retrain --build $$latest --votes $$votes --out $$out && \
+	FLASK_DEBUG=$${FLASK_DEBUG:-1} $(BIN)/flask --app webapp import-build $$out && \
+	echo $$out > $(LATEST_FILE) && echo "Challenger imported from $$out; make demo serves it."
 
 test: setup
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

@@ -128,7 +128,8 @@ def load_models(build_dir: Path) -> dict[str, dict]:
 
 
 def parent_model(slug: str, saved: dict, families: list[str]) -> tuple[Model, int]:
-    """Return the parent's distance as a Model, and its round (0: an indexed variant)."""
+    """Return the parent's distance as a Model, and the round that made it (0: an indexed
+    variant)."""
     if slug in saved:
         return Model.from_dict(saved[slug]["model"]), int(saved[slug]["round"])
     return Model(slug, families, {}, {"base": 1.0}, report={"round": 0}), 0
@@ -191,7 +192,7 @@ class Training:
     parent: str
     parent_reason: str
     parent_model: Model
-    round: int
+    round: int  # this retrain's round: one more than the build's lineage holds
     counts: dict
     X: np.ndarray
     y: np.ndarray
@@ -209,7 +210,8 @@ def prepare(build_dir: Path, votes_path: Path, *, parent: str = "auto", queries:
     slug, reason = choose_parent(parent, usable, build.manifest)
     keys = feature_keys(build_dir)
     saved = load_models(build_dir)
-    model, round_ = parent_model(slug, saved, family_names(keys))
+    model, _ = parent_model(slug, saved, family_names(keys))
+    round_ = len(build.manifest.get("lineage", [])) + 1
     pool = fresh_pool(build_dir, {v.query_id for v in vote_file.votes}, queries, seed)
     space = FamilySpace(build_dir, pool, keys)
     q = np.array([rows[v.query_id] for v in usable])
@@ -239,7 +241,7 @@ def retrain(build_dir: str | Path, votes_path: str | Path, out: str | Path, *,
     result = RetrainResult(learned.published, t.parent, t.parent_reason, learned.gate, t.counts)
     if not learned.published and not write_gated:
         return result
-    round_ = t.round + 1
+    round_ = t.round
     names = {v["slug"]: v["name"] for v in t.manifest["variants"]}
     result.slug = f"{t.parent_model.base}.r{round_}-{t.counts['file_sha256'][:6]}"
     result.name = (f"Retrained on {t.counts['usable']:,} votes (from {names[t.parent]})")
@@ -321,7 +323,7 @@ def _variant_entry(t: Training, result: RetrainResult) -> dict:
     return {"slug": result.slug, "name": result.name, "network": base.get("network"),
             "layer": base.get("layer"), "metric": "learned", "control": False,
             "retrained": {"parent": t.parent, "base": t.parent_model.base,
-                          "round": t.round + 1, "votes": t.counts["usable"],
+                          "round": t.round, "votes": t.counts["usable"],
                           "votes_sha256": t.counts["file_sha256"]}}
 
 
@@ -386,7 +388,7 @@ def _write_eval(tmp: Path, t: Training, matches: dict) -> None:
 
 
 def _lineage_entry(t: Training, result: RetrainResult) -> dict:
-    return {"round": t.round + 1, "challenger": result.slug, "parent": t.parent,
+    return {"round": t.round, "challenger": result.slug, "parent": t.parent,
             "parent_reason": t.parent_reason, "base": t.parent_model.base,
             "parent_build_id": t.manifest["build_id"], "votes": t.counts,
             "learned": result.learned, "gate": result.gate,

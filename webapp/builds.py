@@ -90,6 +90,22 @@ def check_manifest(manifest, errors: list[str]) -> None:
     controls = sum(1 for v in variants if isinstance(v, dict) and v.get("control") is True)
     if controls != 1:
         errors.append(f"manifest.json: exactly one control variant expected, found {controls}")
+    for v in variants:
+        if isinstance(v, dict) and v.get("retrained") is not None:
+            check_retrained(v, set(slugs), errors)
+
+
+def check_retrained(variant: dict, slugs: set, errors: list[str]) -> None:
+    """Check a retrained variant's lineage fields: a parent in the build, a round >= 1."""
+    info = variant["retrained"]
+    parent = info.get("parent") if isinstance(info, dict) else None
+    round_ = info.get("round") if isinstance(info, dict) else None
+    if not isinstance(parent, str) or parent not in slugs or parent == variant.get("slug"):
+        errors.append(f"manifest.json: retrained variant {variant.get('slug')!r} needs a "
+                      "parent that is another variant of the build")
+    if not isinstance(round_, int) or isinstance(round_, bool) or round_ < 1:
+        errors.append(f"manifest.json: retrained variant {variant.get('slug')!r} needs a "
+                      "round of at least 1")
 
 
 def check_catalog(build: CheckedBuild, errors: list[str]) -> None:
@@ -239,6 +255,16 @@ def _upsert_build(manifest: dict) -> Build:
     return row
 
 
+def lineage_of(manifest: dict, spec: dict) -> tuple[str | None, int | None, str | None]:
+    """Return (parent slug, round, lineage JSON text) of a retrained variant, else Nones."""
+    info = spec.get("retrained")
+    if not info:
+        return None, None, None
+    record = next((r for r in manifest.get("lineage", []) if isinstance(r, dict)
+                   and r.get("challenger") == spec["slug"]), None)
+    return info["parent"], info["round"], json.dumps(record or info, sort_keys=True)
+
+
 def _upsert_variants(build: CheckedBuild, build_row: Build) -> dict[str, Variant]:
     existing = {v.slug: v for v in db.session.scalars(sa.select(Variant))}
     for spec in build.manifest["variants"]:
@@ -246,10 +272,12 @@ def _upsert_variants(build: CheckedBuild, build_row: Build) -> dict[str, Variant
         if variant is None:
             variant = existing[spec["slug"]] = Variant(slug=spec["slug"], build=build_row)
             db.session.add(variant)
+        parent, round_, lineage = lineage_of(build.manifest, spec)
         values = {"name": spec["name"], "network": spec.get("network"),
                   "layer": spec.get("layer"), "metric": spec.get("metric"),
                   "control": spec.get("control") is True,
-                  "offline_accuracy": build.accuracy.get(spec["slug"])}
+                  "offline_accuracy": build.accuracy.get(spec["slug"]),
+                  "parent_slug": parent, "round": round_, "lineage": lineage}
         for key, value in values.items():
             if getattr(variant, key) != value:
                 setattr(variant, key, value)

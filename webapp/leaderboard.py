@@ -16,7 +16,8 @@ def leaderboard() -> dict:
     """Return every variant's row, ranked, with the top-two separation estimate."""
     variants = db.session.execute(sa.select(
         Variant.slug, Variant.name, Variant.dope_count, Variant.nope_count,
-        Variant.skip_count, Variant.offline_accuracy, Variant.control)).all()
+        Variant.skip_count, Variant.offline_accuracy, Variant.control, Variant.parent_slug,
+        Variant.round)).all()
     rows = rank_rows([make_row(*v) for v in variants])
     real = [r for r in rows if not r.control]
     top = sorted(real, key=lambda r: (r.rank_low, -r.ci_low))[:2]
@@ -55,7 +56,9 @@ def recount_votes() -> int:
 
 @bp.get("/leaderboard")
 def page():
-    return render_template("leaderboard.html", board=leaderboard())
+    board = leaderboard()
+    names = {row["slug"]: row["name"] for row in board["variants"]}
+    return render_template("leaderboard.html", board=board, names=names)
 
 
 @bp.get("/api/leaderboard")

@@ -43,6 +43,11 @@ class Variant(db.Model):
     dope_count: so.Mapped[int] = so.mapped_column(default=0, server_default="0")
     nope_count: so.Mapped[int] = so.mapped_column(default=0, server_default="0")
     skip_count: so.Mapped[int] = so.mapped_column(default=0, server_default="0")
+    # A variant retrained from votes: its parent's slug, its round, and the engine's
+    # lineage record (JSON text); None for every other variant.
+    parent_slug: so.Mapped[str | None] = so.mapped_column(sa.String(128))
+    round: so.Mapped[int | None]
+    lineage: so.Mapped[str | None] = so.mapped_column(sa.Text)
 
     build: so.Mapped[Build] = so.relationship()
 

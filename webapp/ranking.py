@@ -43,17 +43,20 @@ class Row:
     rank_high: int | None
     offline_accuracy: float | None
     control: bool
+    parent: str | None = None  # retrained variants: the parent's slug and the round
+    round: int | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
 
 
-def make_row(slug, name, dope, nope, skip, offline_accuracy, control) -> Row:
+def make_row(slug, name, dope, nope, skip, offline_accuracy, control, parent=None,
+             round=None) -> Row:
     """Return a leaderboard row without ranks."""
     votes = dope + nope
     low, high = wilson_interval(dope, votes)
     return Row(slug, name, votes, dope, skip, dope / votes if votes else None, low, high,
-               None, None, offline_accuracy, bool(control))
+               None, None, offline_accuracy, bool(control), parent, round)
 
 
 def rank_rows(rows: list[Row]) -> list[Row]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import hmac
+import json
 from datetime import datetime, timedelta
 
 import sqlalchemy as sa
@@ -22,6 +23,7 @@ from flask import (
     url_for,
 )
 
+from .compare import compare_on_shared
 from .export import csv_lines, jsonl_lines
 from .extensions import db
 from .leaderboard import leaderboard
@@ -57,8 +59,15 @@ def page():
         return render_template("team_login.html", disabled=True)
     if not session.get("team"):
         return render_template("team_login.html", disabled=False)
-    return render_template("team.html", board=leaderboard(), categories=category_table(),
-                           samples=samples(), timeline=votes_over_time())
+    board = leaderboard()
+    slugs = [v["slug"] for v in board["variants"]]
+    a, b = request.args.get("a"), request.args.get("b")
+    chosen = (a, b) if a in slugs and b in slugs and a != b else None
+    if (a or b) and chosen is None:
+        flash("Pick two different variants to compare.", "error")
+    return render_template("team.html", board=board, categories=category_table(),
+                           samples=samples(), timeline=votes_over_time(),
+                           lineage=lineages(), comparison=comparison(*chosen) if chosen else None)
 
 
 @bp.post("/login")
@@ -96,6 +105,39 @@ def category_table() -> dict:
         table["cells"][(slug, category)] = (dope + n * (verdict == "dope"), votes + n)
     table["categories"] = sorted(table["categories"])
     return table
+
+
+def lineages() -> list[dict]:
+    """Return every retrained variant with its parent and the engine's lineage record."""
+    names = dict(db.session.execute(sa.select(Variant.slug, Variant.name)).all())
+    out = []
+    for variant in db.session.scalars(sa.select(Variant).where(Variant.parent_slug.is_not(None))
+                                      .order_by(Variant.round, Variant.slug)):
+        record = json.loads(variant.lineage) if variant.lineage else {}
+        out.append({"slug": variant.slug, "name": variant.name, "round": variant.round,
+                    "parent": variant.parent_slug, "parent_name": names.get(variant.parent_slug),
+                    "votes": (record.get("votes") or {}).get("usable"),
+                    "shares": (record.get("learned") or {}).get("shares", {}),
+                    "gate": record.get("gate", {})})
+    return out
+
+
+def _pairs_and_tally(slug: str) -> tuple[dict, dict]:
+    variant_id = sa.select(Variant.id).where(Variant.slug == slug).scalar_subquery()
+    pairs = dict(db.session.execute(sa.select(Pair.query_id, Pair.match_id)
+                                    .where(Pair.variant_id == variant_id, Pair.rank == 1)).all())
+    rows = db.session.execute(
+        sa.select(Pair.query_id, sa.func.sum(sa.case((Vote.verdict == "dope", 1), else_=0)),
+                  sa.func.count())
+        .join(Vote, Vote.pair_id == Pair.id)
+        .where(Pair.variant_id == variant_id, Vote.verdict != "skip")
+        .group_by(Pair.query_id))
+    return pairs, {q: (int(d), int(n)) for q, d, n in rows}
+
+
+def comparison(a: str, b: str) -> dict:
+    """Return two variants' approvals on the queries both have pairs for."""
+    return compare_on_shared(a, *_pairs_and_tally(a), b, *_pairs_and_tally(b))
 
 
 def samples() -> dict:
