@@ -355,19 +355,26 @@ def _write_pairs(tmp: Path, t: Training, matches: dict) -> list[dict]:
 
 
 def _write_thumbnails(tmp: Path, t: Training, records: list[dict]) -> None:
-    catalog = source_catalog(t.build_dir)
-    by_id = {image_id: i for i, image_id in enumerate(catalog.image_id)}
+    """Write thumbnails of the pool's pairs, and keep (link) every thumbnail the parent
+    build had, so that this build names every image the game may show."""
+    before = {r["image_id"]: r["thumbnail"] for r in read_table(t.build_dir)}
     shown = {r["query_id"] for r in records} | {r["match_id"] for r in records}
+    missing = {i for i in shown if not before.get(i)}
+    catalog = source_catalog(t.build_dir) if missing else None
+    by_id = {image_id: i for i, image_id in enumerate(catalog.image_id)} if catalog else {}
     (tmp / "images").mkdir()
     rows = read_table(tmp)
     for row in rows:
-        row["thumbnail"] = ""
-        if row["image_id"] in shown:
+        name = before.get(row["image_id"]) or ""
+        if name:
+            if not (tmp / "images" / name).exists():
+                _link_or_copy(t.build_dir / "images" / name, tmp / "images" / name)
+        elif row["image_id"] in missing:
             data, ext = thumbnail_bytes(catalog[by_id[row["image_id"]]])
             name = f"{hashlib.sha256(data).hexdigest()}.{ext}"
             if not (tmp / "images" / name).exists():
                 (tmp / "images" / name).write_bytes(data)
-            row["thumbnail"] = name
+        row["thumbnail"] = name
     write_table(tmp, rows)
 
 

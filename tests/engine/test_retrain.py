@@ -175,6 +175,10 @@ def test_challenger_build_has_a_fresh_pool_for_every_variant(small, tone_votes, 
         by_variant.setdefault(p.variant, set()).add(p.query_id)
     assert set(by_variant) == {v["slug"] for v in built.variants}
     assert all(queries == pool for queries in by_variant.values())
+    # It names every image the parent did (the game still shows the old pairs).
+    assert all(built.images[i].thumbnail == img.thumbnail and
+               (round1 / "images" / img.thumbnail).is_file()
+               for i, img in parent.images.items() if img.thumbnail)
     challenger = built.variants[-1]
     assert challenger["retrained"]["parent"] in {v["slug"] for v in parent.variants}
     assert challenger["name"].startswith("Retrained on ")
