@@ -39,7 +39,7 @@ from engine.whitebox import FAMILIES, whitebox_features
 logger = logging.getLogger(__name__)
 
 CANDIDATES = 50
-POOL_FORMAT = 1
+POOL_FORMAT = 2
 
 
 @dataclass
@@ -79,8 +79,10 @@ def source_catalog(build_dir: Path):
 
 
 def pool_key(build_id: str, excluded: set[str], n: int, seed: int) -> str:
-    digest = hashlib.sha256(json.dumps([POOL_FORMAT, build_id, sorted(excluded), n, seed])
-                            .encode()).hexdigest()
+    # The white-box families are part of the key: a pool made before a family was added
+    # lacks it.
+    digest = hashlib.sha256(json.dumps([POOL_FORMAT, build_id, sorted(excluded), n, seed,
+                                        FAMILIES]).encode()).hexdigest()
     return digest[:16]
 
 
@@ -181,7 +183,9 @@ def build_whitebox(build_dir: Path, catalog, pool_indices: list[int]) -> dict[st
         rows = [by_id[r["image_id"]] for r in read_table(build_dir)]
         own = whitebox_features(catalog[i] for i in rows)
         for f, p in cache.items():
-            np.save(p, own[f])
+            tmp = p.with_suffix(".tmp.npy")
+            np.save(tmp, own[f])
+            tmp.replace(p)
     pool = whitebox_features(catalog[i] for i in pool_indices)
     return {f: np.concatenate([own[f], pool[f]]).astype(np.float32) for f in FAMILIES}
 

@@ -6,7 +6,12 @@ The consumer-to-shop article's hand-made features, beside the CNN layers:
   magnitude-weighted and normalised (HOG-like);
 - `profile`: the garment mask's width per row and height per column, 32 of each
   (a silhouette descriptor that tolerates small shifts);
-- `colour`: a hue histogram (8 hues x 2 saturations, plus grey).
+- `colour`: a hue histogram (8 hues x 2 saturations, plus grey);
+- `lbp`: a histogram of local binary patterns (8 neighbours at radius 1, the 9
+  rotation-invariant uniform codes plus one for the rest; Ojala et al.'s texture
+  descriptor) over the garment;
+- `edges`: a histogram of gradient magnitudes over the garment, 8 log-spaced bins
+  (how much of the surface is plain, lightly or strongly patterned).
 
 These deliberately differ from the simulated crowd's descriptors
 (engine.descriptors): a retrained variant has to learn what voters look at from
@@ -21,7 +26,10 @@ from PIL import Image
 from engine.descriptors import garment_mask
 
 WORK = 64
-FAMILIES = ("intensity", "gradient", "profile", "colour")
+FAMILIES = ("intensity", "gradient", "profile", "colour", "lbp", "edges")
+EDGE_BINS = np.concatenate([[0.0], np.geomspace(0.005, 0.5, 7), [np.inf]])
+# The 8 neighbours of a pixel, clockwise from the top-left, as (row, column) offsets.
+NEIGHBOURS = ((-1, -1), (-1, 0), (-1, 1), (0, 1), (1, 1), (1, 0), (1, -1), (0, -1))
 
 
 def _grey_rgb(img: Image.Image) -> tuple[np.ndarray, np.ndarray]:
@@ -66,12 +74,30 @@ def _colour(rgb, mask) -> np.ndarray:
     return hist / max(hist.sum(), 1)
 
 
+def _lbp(grey, mask) -> np.ndarray:
+    centre = grey[1:-1, 1:-1]
+    bits = np.stack([grey[1 + dy: WORK - 1 + dy, 1 + dx: WORK - 1 + dx] >= centre
+                     for dy, dx in NEIGHBOURS]).astype(int)
+    ones = bits.sum(axis=0)
+    transitions = np.abs(np.diff(np.concatenate([bits, bits[:1]]), axis=0)).sum(axis=0)
+    codes = np.where(transitions <= 2, ones, 9)[mask[1:-1, 1:-1]]
+    hist = np.bincount(codes, minlength=10).astype(np.float32)
+    return hist / max(hist.sum(), 1)
+
+
+def _edges(grey, mask) -> np.ndarray:
+    gy, gx = np.gradient(grey)
+    hist = np.histogram(np.hypot(gx, gy)[mask], bins=EDGE_BINS)[0].astype(np.float32)
+    return hist / max(hist.sum(), 1)
+
+
 def whitebox_row(img: Image.Image) -> dict[str, np.ndarray]:
     """Return every family's descriptor of one image."""
     grey, rgb = _grey_rgb(img)
     mask = garment_mask(grey)
     return {"intensity": _intensity(grey, mask), "gradient": _gradient(grey, mask),
-            "profile": _profile(mask), "colour": _colour(rgb, mask)}
+            "profile": _profile(mask), "colour": _colour(rgb, mask),
+            "lbp": _lbp(grey, mask), "edges": _edges(grey, mask)}
 
 
 def whitebox_features(images) -> dict[str, np.ndarray]:

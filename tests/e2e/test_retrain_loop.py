@@ -50,7 +50,9 @@ def loop_build(tmp_path_factory):
 def test_votes_retrain_import_and_the_challenger_is_served(loop_build, tmp_path):
     taste = tmp_path / "taste.toml"
     taste.write_text(TASTE)
-    with running_server(tmp_path / "srv", build=loop_build, workers=2) as server:
+    # No random-control share: the pair after the import must be the challenger's.
+    with running_server(tmp_path / "srv", build=loop_build, workers=2,
+                        env={"DOPE_CONTROL_SHARE": "0"}) as server:
         engine("crowd", "play", "--build", str(loop_build), "--url", server.url,
                "--taste", str(taste), "--votes", "1500", "--voters", "8", "--fast",
                "--seed", "3")
@@ -61,7 +63,7 @@ def test_votes_retrain_import_and_the_challenger_is_served(loop_build, tmp_path)
         out = tmp_path / "challenger"
         proc = engine("retrain", "--build", str(loop_build), "--votes", str(votes),
                       "--queries", "30", "--seed", "1", "--out", str(out))
-        assert "Challenger " in proc.stdout, proc.stdout
+        assert "Challenger " in proc.stdout, proc.stdout + proc.stderr[-2000:]
         manifest = json.loads((out / "manifest.json").read_text())
         challenger = manifest["variants"][-1]
         assert challenger["retrained"]["round"] == 1
