@@ -37,8 +37,13 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 SECRET_KEY = "bench-secret-key-not-for-production"
+# Limits that never bind, but still run: their statements are part of what is measured.
 PERMISSIVE = {"DOPE_MAX_VOTES_PER_HOUR": "100000000", "DOPE_MAX_PAIRS_PER_HOUR": "100000000",
-              "DOPE_MIN_VOTE_INTERVAL_MS": "0"}
+              "DOPE_MIN_VOTE_INTERVAL_MS": "0", "DOPE_MIN_DECISION_MS": "0",
+              "DOPE_ADDRESS_PAIR_BURST": "1000000000", "DOPE_ADDRESS_PAIR_RATE": "1000000",
+              "DOPE_ADDRESS_PAIRS_PER_HOUR": "1000000000",
+              "DOPE_ADDRESS_VOTE_BURST": "1000000000", "DOPE_ADDRESS_VOTE_RATE": "1000000",
+              "DOPE_ADDRESS_VOTES_PER_HOUR": "1000000000"}
 
 
 # ---------------------------------------------------------------- servers

@@ -54,6 +54,12 @@ def create_app(test_config=None):
     app.session_interface = SessionInterface()
     from . import fastpath
     fastpath.init_app(app)
+    proxies = app.config["DOPE_TRUSTED_PROXIES"]
+    if proxies > 0:
+        # Outermost, so that the fast path and every view see the client's address.
+        from werkzeug.middleware.proxy_fix import ProxyFix
+
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=proxies, x_proto=proxies)
     return app
 
 

@@ -5,14 +5,14 @@ from __future__ import annotations
 import json
 import logging
 import math
-from datetime import timedelta
+from datetime import datetime, timedelta
 from urllib.parse import urlsplit
 
 import sqlalchemy as sa
 from flask import Blueprint, after_this_request, current_app, g, jsonify, request, session
 from sqlalchemy.exc import IntegrityError, OperationalError
 
-from . import fastsql
+from . import fastsql, limits
 from .extensions import db
 from .game import image_url
 from .models import VERDICTS, IssuedToken, Pair, Vote, Voter, utcnow
@@ -188,17 +188,35 @@ def issue_token(voter_id: str, pair_id: int) -> str:
     return nonce
 
 
-def serve_pair(voter_id: str, root: str) -> dict:
+NETWORK_BUSY = "Too many requests from your network; please wait a moment."
+
+
+def check_address(kind: str, address: str | None, *, spend: bool = True) -> None:
+    """Spend one `kind` request of the client's address (limits.py), or raise 429.
+
+    With spend=False only look: a new visitor is refused before a voter is made for it.
+    """
+    check = limits.take if spend else limits.blocked
+    wait = check(current_app.config, kind, address)
+    if wait is not None:
+        raise ApiError(429, "rate_limited", NETWORK_BUSY, retry_after=round(wait, 3))
+
+
+def serve_pair(voter_id: str, root: str, address: str | None) -> dict:
     """Choose the voter's next pair, issue its token (committed); return the answer's body.
 
-    Raises ApiError (429 too many pairs, 404 none left) having committed nothing.
-    `root` is the app's script root, for the image URLs.
+    Raises ApiError (429 too many pairs for the voter or its address, 404 none left)
+    having committed nothing. `root` is the app's script root, for the image URLs;
+    `address` the client's, for the per-address limits.
     """
     state = seen_by(voter_id)
     check_pair_rate(voter_id, state[0].count)
     chosen = next_pair(state, current_app.config["DOPE_CONTROL_SHARE"])
     if chosen is None:
         raise ApiError(404, "no_pairs", "You have judged every pair we have. Thank you!")
+    # Last before the token, in its transaction: the address's budget is spent only
+    # for a pair that is served, and SQLite's write lock is held for the least time.
+    check_address("pair", address)
     nonce = issue_token(voter_id, chosen.id)
     return {
         "token": make_pair_token(nonce, voter_id),
@@ -209,7 +227,9 @@ def serve_pair(voter_id: str, root: str) -> dict:
 
 @bp.get("/pair")
 def pair():
-    return json_response(serve_pair(ensure_voter(), request.script_root))
+    if current_voter_id() is None:
+        check_address("pair", request.remote_addr, spend=False)  # before making a voter
+    return json_response(serve_pair(ensure_voter(), request.script_root, request.remote_addr))
 
 
 def names_host(origin: str, host: str) -> bool:
@@ -279,8 +299,11 @@ _CLAIM_RATE_SLOT = fastsql.Prepared(
             window_votes=sa.case((_FRESH_WINDOW, 1), else_=Voter.window_votes + 1),
             votes_cast=Voter.votes_cast + 1)
     .returning(Voter.votes_cast))
-_TOKEN = fastsql.Prepared(sa.select(IssuedToken.voter_id, IssuedToken.used)
+_TOKEN = fastsql.Prepared(sa.select(IssuedToken.voter_id, IssuedToken.used,
+                                    IssuedToken.issued_at)
                           .where(IssuedToken.nonce == sa.bindparam("b_nonce")))
+# A token can buy a vote only once its pair has been out for DOPE_MIN_DECISION_MS.
+_READY = sa.bindparam("b_ready", type_=_DATETIME)
 # The vote, from the voter's unused token and its pair, in one statement. The vote
 # trigger (models.py, migration 0003) counts it and marks the token used. Of two
 # racing requests with one token, one inserts and the other breaks the unique
@@ -293,7 +316,7 @@ _INSERT_VOTE = fastsql.Prepared(sa.insert(Vote).from_select(_VOTE_COLUMNS, sa.se
     .join(Pair, Pair.id == IssuedToken.pair_id)
     .where(IssuedToken.nonce == sa.bindparam("b_nonce"),
            IssuedToken.voter_id == sa.bindparam("b_voter"),
-           IssuedToken.used.is_(False))).returning(Vote.id))
+           IssuedToken.used.is_(False), IssuedToken.issued_at <= _READY)).returning(Vote.id))
 
 
 def claim_rate_slot(conn, voter_id: str) -> int | None:
@@ -321,37 +344,52 @@ def rate_limited(voter_id: str) -> ApiError:
     return ApiError(429, "rate_limited", "Slow down a little.", retry_after=round(wait, 3))
 
 
-def refuse_token(conn, nonce: str, voter_id: str) -> ApiError:
-    """Return why the voter's token bought no vote: 400 unknown or not theirs, 409 used."""
+def refuse_token(conn, nonce: str, voter_id: str, ready) -> ApiError:
+    """Return why the voter's token bought no vote: 400 unknown or not theirs, 409 used,
+    429 sent sooner after its pair than anyone can look."""
     token = _TOKEN.execute(conn, {"b_nonce": nonce}).fetchone()
     fastsql.rollback()
     if token is None or token[0] != voter_id:
         return ApiError(400, "bad_token", "The token is not valid.")
-    return ApiError(409, "already_voted", "This pair has already been judged.")
+    if token[1]:
+        return ApiError(409, "already_voted", "This pair has already been judged.")
+    # The DB-API row is raw: SQLite gives its stored ISO text, PostgreSQL a datetime.
+    issued_at = datetime.fromisoformat(token[2]) if isinstance(token[2], str) else token[2]
+    wait = max((issued_at - ready).total_seconds(), 0.001)
+    return ApiError(429, "too_fast", "That was quicker than anyone can look at two pictures; "
+                    "take a moment.", retry_after=round(wait, 3))
 
 
-def record_vote(nonce: str, voter_id: str, verdict: str, decision_ms: int | None) -> tuple:
+def record_vote(nonce: str, voter_id: str, verdict: str, decision_ms: int | None,
+                address: str | None) -> tuple:
     """Store one vote for a token exactly once; return (vote id, votes cast)."""
     conn = fastsql.connection()
+    now = utcnow()
+    ready = now - timedelta(milliseconds=current_app.config["DOPE_MIN_DECISION_MS"])
     try:
         # fetchall: a DML statement with RETURNING is finished only once its rows are read.
         rows = _INSERT_VOTE.execute(conn, {
             "b_nonce": nonce, "b_voter": voter_id, "b_verdict": verdict, "b_ms": decision_ms,
-            "b_now": utcnow()}).fetchall()
+            "b_now": now, "b_ready": ready}).fetchall()
     except IntegrityError as exc:
         fastsql.rollback()
         raise ApiError(409, "already_voted", "This pair has already been judged.") from exc
     if not rows:
-        raise refuse_token(conn, nonce, voter_id)
+        raise refuse_token(conn, nonce, voter_id, ready)
     votes_cast = claim_rate_slot(conn, voter_id)
     if votes_cast is None:
         fastsql.rollback()
         raise rate_limited(voter_id)
+    try:
+        check_address("vote", address)
+    except ApiError:
+        fastsql.rollback()
+        raise
     fastsql.commit()
     return rows[0][0], votes_cast
 
 
-def cast_vote(raw: bytes, voter_id: str | None) -> dict:
+def cast_vote(raw: bytes, voter_id: str | None, address: str | None) -> dict:
     """Store the vote a JSON body asks for; return the answer's body.
 
     Raises ApiError (400 body or token, 403 another voter's token, 409 already
@@ -362,7 +400,7 @@ def cast_vote(raw: bytes, voter_id: str | None) -> dict:
         nonce = read_pair_token(token, voter_id)
     except TokenError as exc:
         raise ApiError(exc.status, exc.error, exc.message) from exc
-    vote_id, votes_cast = record_vote(nonce, voter_id, verdict, decision_ms)
+    vote_id, votes_cast = record_vote(nonce, voter_id, verdict, decision_ms, address)
     return {"id": vote_id, "votes_cast": votes_cast}
 
 
@@ -370,4 +408,5 @@ def cast_vote(raw: bytes, voter_id: str | None) -> dict:
 def vote():
     if not origin_ok():
         raise ApiError(403, "bad_origin", "Cross-site votes are not accepted.")
-    return json_response(cast_vote(read_vote_body(), current_voter_id()), 201)
+    return json_response(cast_vote(read_vote_body(), current_voter_id(), request.remote_addr),
+                         201)

@@ -22,6 +22,25 @@ DEFAULTS = {
     "DOPE_MAX_VOTES_PER_HOUR": 600,
     "DOPE_MAX_PAIRS_PER_HOUR": 1800,
     "DOPE_MIN_VOTE_INTERVAL_MS": 250,
+    # A vote sent sooner after its pair than anyone can look at two pictures is refused
+    # (429 too_fast, Retry-After: the rest of the interval).
+    "DOPE_MIN_DECISION_MS": 300,
+    # Per client address (webapp/limits.py): a burst, a sustained rate per second and an
+    # hourly cap. About five people at full speed behind one NAT play unhindered; one
+    # script dropping its cookie gets ~100 votes at once, then 2 a second, 3,600 an hour.
+    # A burst of 0 turns a kind's limit off.
+    "DOPE_ADDRESS_PAIR_BURST": 200,
+    "DOPE_ADDRESS_PAIR_RATE": 4.0,
+    "DOPE_ADDRESS_PAIRS_PER_HOUR": 7200,
+    "DOPE_ADDRESS_VOTE_BURST": 100,
+    "DOPE_ADDRESS_VOTE_RATE": 2.0,
+    "DOPE_ADDRESS_VOTES_PER_HOUR": 3600,
+    "DOPE_LOGIN_BURST": 5,
+    "DOPE_LOGIN_RATE": 0.0167,  # one more attempt a minute
+    "DOPE_LOGINS_PER_HOUR": 30,
+    # Proxies in front of the app whose X-Forwarded-For to trust (werkzeug's ProxyFix);
+    # 0 means clients connect directly and their socket address counts.
+    "DOPE_TRUSTED_PROXIES": 0,
     "DOPE_MAX_BODY_BYTES": 4096,
     "DOPE_TEAM_PASSWORD": None,
     "DOPE_DEMO": False,

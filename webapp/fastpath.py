@@ -96,7 +96,7 @@ class FastPath:
     def pair(self, environ) -> dict:
         if environ.get("REQUEST_METHOD") != "GET":
             raise Declined("method")
-        return serve_pair(self.voter(environ), _script_root(environ))
+        return serve_pair(self.voter(environ), _script_root(environ), environ.get("REMOTE_ADDR"))
 
     def vote(self, environ) -> dict:
         if environ.get("REQUEST_METHOD") != "POST":
@@ -114,7 +114,7 @@ class FastPath:
         environ["wsgi.input"] = io.BytesIO(raw)  # for Flask, should this be declined
         if len(raw) != int(length):
             raise Declined("short body")
-        return cast_vote(raw, self.voter(environ))
+        return cast_vote(raw, self.voter(environ), environ.get("REMOTE_ADDR"))
 
 
 def init_app(app: Flask) -> None:

@@ -106,6 +106,17 @@ class Voter(db.Model):
         return f"<Voter {self.id}>"
 
 
+class RateBucket(db.Model):
+    """One (kind, address)'s request budget (webapp/limits.py): a token bucket and an
+    hourly count. Times are Unix seconds, so every worker and host shares one clock."""
+
+    key: so.Mapped[str] = so.mapped_column(sa.String(80), primary_key=True)
+    tokens: so.Mapped[float] = so.mapped_column(sa.Float)
+    updated_at: so.Mapped[float] = so.mapped_column(sa.Float)
+    hour_start: so.Mapped[float] = so.mapped_column(sa.Float)
+    hour_count: so.Mapped[int]
+
+
 class IssuedToken(db.Model):
     __table_args__ = (sa.Index("ix_issued_token_voter_issued_at", "voter_id", "issued_at"),)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import hmac
 import json
+import math
 from datetime import datetime, timedelta
 
 import sqlalchemy as sa
@@ -15,6 +16,7 @@ from flask import (
     abort,
     current_app,
     flash,
+    make_response,
     redirect,
     render_template,
     request,
@@ -23,6 +25,7 @@ from flask import (
     url_for,
 )
 
+from . import fastsql, limits
 from .compare import compare_on_shared
 from .export import csv_lines, jsonl_lines
 from .extensions import db
@@ -77,6 +80,14 @@ def login():
     given = request.form.get("password", "")
     if not password:
         abort(404)
+    wait = limits.take(current_app.config, "login", request.remote_addr)
+    fastsql.commit()  # every attempt counts, right or wrong
+    if wait is not None:
+        flash(f"Too many sign-in attempts from your network; try again in {math.ceil(wait)} s.",
+              "error")
+        response = make_response(render_template("team_login.html", disabled=False), 429)
+        response.headers["Retry-After"] = str(math.ceil(wait))
+        return response
     if not hmac.compare_digest(given.encode(), password.encode()):
         flash("Wrong password.", "error")
         return render_template("team_login.html", disabled=False), 401

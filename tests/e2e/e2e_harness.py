@@ -33,8 +33,13 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-backg
                  "--disable-component-update", "--disable-sync", "--no-first-run"]
 SECRET_KEY = "e2e-test-secret-key-not-for-production"
 # Limits that never get in a test's way unless the test asks for them.
+# Every limit still runs (its statements too), with budgets no test reaches.
 PERMISSIVE = {"DOPE_MAX_VOTES_PER_HOUR": "1000000", "DOPE_MAX_PAIRS_PER_HOUR": "1000000",
-              "DOPE_MIN_VOTE_INTERVAL_MS": "0"}
+              "DOPE_MIN_VOTE_INTERVAL_MS": "0", "DOPE_MIN_DECISION_MS": "0",
+              "DOPE_ADDRESS_PAIR_BURST": "1000000000", "DOPE_ADDRESS_PAIR_RATE": "1000000",
+              "DOPE_ADDRESS_PAIRS_PER_HOUR": "1000000000",
+              "DOPE_ADDRESS_VOTE_BURST": "1000000000", "DOPE_ADDRESS_VOTE_RATE": "1000000",
+              "DOPE_ADDRESS_VOTES_PER_HOUR": "1000000000"}
 
 
 def free_port() -> int:

@@ -52,3 +52,17 @@ def test_crowd_play_waits_out_the_servers_limits(tmp_path, game_build):
         assert "Votes cast: 8 " in out, out
         assert re.search(r"429: \d+", out), out
         assert server.query("SELECT COUNT(*) FROM vote")[0][0] == 8
+
+
+def test_behind_a_trusted_proxy_each_simulated_person_is_its_own_address(tmp_path,
+                                                                          game_build):
+    with running_server(tmp_path / "srv", build=game_build, workers=1,
+                        env={"DOPE_TRUSTED_PROXIES": "1"}) as server:
+        out = crowd_play(server, "--votes", "60", "--voters", "4", "--fast", "--seed", "5",
+                         "--forwarded-for")
+        assert "Votes cast: 60 " in out, out
+        people = int(re.search(r"(\d+) people", out).group(1))
+        addresses = server.query("SELECT COUNT(*) FROM rate_bucket WHERE key LIKE 'vote:198.1%'")
+        assert addresses[0][0] == people > 1
+        assert server.query("SELECT COUNT(*) FROM rate_bucket WHERE key = 'vote:127.0.0.1'") \
+            == [(0,)]

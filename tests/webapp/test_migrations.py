@@ -23,7 +23,7 @@ def test_upgrade_downgrade_upgrade(tmp_path):
     with app.app_context():
         upgrade()
         assert tables(app) == {"build", "variant", "image", "pair", "voter", "issued_token",
-                               "vote"}
+                               "vote", "rate_bucket"}
         downgrade(revision="base")
         assert tables(app) == set()
         upgrade()

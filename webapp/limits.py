@@ -1,0 +1,123 @@
+"""Per-address request limits, shared by every worker and host through the database.
+
+A script that drops its cookie gets a new voter each time, so per-voter limits do
+not stop it; the client's address does. Each (kind, address) has a token bucket
+(`burst` requests at once, refilled at `rate` per second) and an hourly cap, kept
+in the `rate_bucket` table and spent by one statement (an upsert whose WHERE refuses
+an empty bucket), inside the caller's transaction. A refused request spends
+nothing. The address is the client's, as werkzeug's ProxyFix reads it behind
+DOPE_TRUSTED_PROXIES proxies; IPv6 addresses count per /64, which one subscriber
+usually holds whole.
+
+Kinds and their settings (config.py; all per address):
+- `pair`: DOPE_ADDRESS_PAIR_BURST, DOPE_ADDRESS_PAIR_RATE, DOPE_ADDRESS_PAIRS_PER_HOUR
+- `vote`: DOPE_ADDRESS_VOTE_BURST, DOPE_ADDRESS_VOTE_RATE, DOPE_ADDRESS_VOTES_PER_HOUR
+- `login`: DOPE_LOGIN_BURST, DOPE_LOGIN_RATE, DOPE_LOGINS_PER_HOUR (the team sign-in)
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import time
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+
+from . import fastsql
+from .extensions import db
+from .models import RateBucket
+
+HOUR = 3600.0
+SETTINGS = {
+    "pair": ("DOPE_ADDRESS_PAIR_BURST", "DOPE_ADDRESS_PAIR_RATE", "DOPE_ADDRESS_PAIRS_PER_HOUR"),
+    "vote": ("DOPE_ADDRESS_VOTE_BURST", "DOPE_ADDRESS_VOTE_RATE", "DOPE_ADDRESS_VOTES_PER_HOUR"),
+    "login": ("DOPE_LOGIN_BURST", "DOPE_LOGIN_RATE", "DOPE_LOGINS_PER_HOUR"),
+}
+
+_T = RateBucket.__table__
+_KEY = sa.bindparam("b_key", type_=sa.String())
+_NOW = sa.bindparam("b_now", type_=sa.Float())
+_BURST = sa.bindparam("b_burst", type_=sa.Float())
+_RATE = sa.bindparam("b_rate", type_=sa.Float())
+_CAP = sa.bindparam("b_cap", type_=sa.Integer())
+_FILLED = _T.c.tokens + (_NOW - _T.c.updated_at) * _RATE
+_REFILL = sa.case((_FILLED > _BURST, _BURST), else_=_FILLED)
+_NEW_HOUR = _NOW - _T.c.hour_start >= HOUR
+
+
+def _take_statement(insert):
+    stmt = insert(_T).values(key=_KEY, tokens=_BURST - 1, updated_at=_NOW, hour_start=_NOW,
+                             hour_count=1)
+    return fastsql.Prepared(stmt.on_conflict_do_update(
+        index_elements=[_T.c.key],
+        set_={"tokens": _REFILL - 1, "updated_at": _NOW,
+              "hour_start": sa.case((_NEW_HOUR, _NOW), else_=_T.c.hour_start),
+              "hour_count": sa.case((_NEW_HOUR, 1), else_=_T.c.hour_count + 1)},
+        where=sa.and_(_REFILL >= 1, sa.or_(_NEW_HOUR, _T.c.hour_count < _CAP)))
+        .returning(_T.c.tokens))
+
+
+_TAKE = {"sqlite": _take_statement(sqlite.insert),
+         "postgresql": _take_statement(postgresql.insert)}
+_READ = fastsql.Prepared(sa.select(_T.c.tokens, _T.c.updated_at, _T.c.hour_start,
+                                   _T.c.hour_count).where(_T.c.key == _KEY))
+
+
+def address_key(address: str | None) -> str:
+    """Return the counted form of a client address: IPv4 as it is, IPv6 as its /64."""
+    try:
+        ip = ipaddress.ip_address((address or "").split("%")[0])
+    except ValueError:
+        return address or "unknown"
+    if ip.version == 6:
+        if ip.ipv4_mapped:
+            return str(ip.ipv4_mapped)
+        return str(ipaddress.ip_network(f"{ip}/64", strict=False))
+    return str(ip)
+
+
+def _params(config, kind: str, address: str | None, now: float) -> dict | None:
+    burst, rate, cap = (config[name] for name in SETTINGS[kind])
+    if burst <= 0:
+        return None  # this kind is not limited
+    return {"b_key": f"{kind}:{address_key(address)}", "b_now": now, "b_burst": float(burst),
+            "b_rate": float(rate), "b_cap": int(cap) if cap > 0 else 2**31 - 1}
+
+
+def wait_seconds(row, p: dict) -> float:
+    """Return how long until a bucket in state `row` allows one more request (0: now)."""
+    tokens, updated_at, hour_start, hour_count = row
+    filled = min(p["b_burst"], tokens + (p["b_now"] - updated_at) * p["b_rate"])
+    wait = 0.0
+    if filled < 1:
+        wait = (1 - filled) / p["b_rate"] if p["b_rate"] > 0 else HOUR
+    if hour_count >= p["b_cap"] and p["b_now"] - hour_start < HOUR:
+        wait = max(wait, hour_start + HOUR - p["b_now"])
+    return wait
+
+
+def take(config, kind: str, address: str | None) -> float | None:
+    """Spend one request of `kind` for `address` in the current transaction.
+
+    Return None when allowed, else the seconds to wait (nothing was spent)."""
+    p = _params(config, kind, address, time.time())
+    if p is None:
+        return None
+    conn = fastsql.connection()
+    # fetchall: a DML statement with RETURNING is finished only once its rows are read.
+    if _TAKE[db.engine.dialect.name].execute(conn, p).fetchall():
+        return None
+    row = _READ.execute(conn, {"b_key": p["b_key"]}).fetchone()
+    return max(wait_seconds(row, p), 0.001) if row else 0.001
+
+
+def blocked(config, kind: str, address: str | None) -> float | None:
+    """Return the seconds to wait if `address` could not make a `kind` request now."""
+    p = _params(config, kind, address, time.time())
+    if p is None:
+        return None
+    row = _READ.execute(fastsql.connection(), {"b_key": p["b_key"]}).fetchone()
+    if row is None:
+        return None
+    wait = wait_seconds(row, p)
+    return wait if wait > 0 else None
