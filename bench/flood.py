@@ -24,13 +24,12 @@ from pathlib import Path
 
 from web import flask_cli, gunicorn_workers, make_build, server_env, start_gunicorn, stop
 
-DEFENCES_OFF = {"DOPE_ADDRESS_PAIR_BURST": "0", "DOPE_ADDRESS_VOTE_BURST": "0",
+DEFENCES_OFF = {"DOPE_ADDRESS_PAIR_BURST": "0",
                 "DOPE_MIN_DECISION_MS": "0"}
 DEFAULT_LIMITS = ("DOPE_MAX_VOTES_PER_HOUR", "DOPE_MAX_PAIRS_PER_HOUR",
                   "DOPE_MIN_VOTE_INTERVAL_MS", "DOPE_MIN_DECISION_MS",
                   "DOPE_ADDRESS_PAIR_BURST", "DOPE_ADDRESS_PAIR_RATE",
-                  "DOPE_ADDRESS_PAIRS_PER_HOUR", "DOPE_ADDRESS_VOTE_BURST",
-                  "DOPE_ADDRESS_VOTE_RATE", "DOPE_ADDRESS_VOTES_PER_HOUR")
+                  "DOPE_ADDRESS_PAIRS_PER_HOUR")
 
 
 def call(url: str, method: str, path: str, body: dict | None = None,

@@ -8,7 +8,8 @@
    bulk-inserted straight into the database after the import.
 
     python bench/web.py [--clients 8] [--cycles 150] [--rounds 2] \
-        [--leaderboard-votes 1000000] [--flask-path] [--out bench-web.json]
+        [--leaderboard-votes 1000000] [--flask-path] [--no-address-limits] \
+        [--out bench-web.json]
 
 Prints a markdown table; writes the figures as JSON to --out.
 """
@@ -41,9 +42,7 @@ SECRET_KEY = "bench-secret-key-not-for-production"
 PERMISSIVE = {"DOPE_MAX_VOTES_PER_HOUR": "100000000", "DOPE_MAX_PAIRS_PER_HOUR": "100000000",
               "DOPE_MIN_VOTE_INTERVAL_MS": "0", "DOPE_MIN_DECISION_MS": "0",
               "DOPE_ADDRESS_PAIR_BURST": "1000000000", "DOPE_ADDRESS_PAIR_RATE": "1000000",
-              "DOPE_ADDRESS_PAIRS_PER_HOUR": "1000000000",
-              "DOPE_ADDRESS_VOTE_BURST": "1000000000", "DOPE_ADDRESS_VOTE_RATE": "1000000",
-              "DOPE_ADDRESS_VOTES_PER_HOUR": "1000000000"}
+              "DOPE_ADDRESS_PAIRS_PER_HOUR": "1000000000"}
 
 
 # ---------------------------------------------------------------- servers
@@ -275,6 +274,9 @@ def parse_args(argv=None):
     p.add_argument("--build", type=Path, default=None, help="an engine build to use instead")
     p.add_argument("--leaderboard-votes", type=int, default=1_000_000)
     p.add_argument("--leaderboard-requests", type=int, default=20)
+    p.add_argument("--no-address-limits", action="store_true",
+                   help="Turn the per-address limits off (their statements do not run), to "
+                        "measure their share in the same harness.")
     p.add_argument("--flask-path", action="store_true",
                    help="run the webapp with DOPE_FAST_PATH=0 (every request through Flask)")
     p.add_argument("--out", type=Path, default=ROOT / "bench-web.json")
@@ -297,6 +299,8 @@ def main(argv=None) -> dict:
     flask_cli(env, "import-build", str(build))
     workers = gunicorn_workers(args.workers)
     app_env = {**env, "DOPE_FAST_PATH": "0" if args.flask_path else "1"}
+    if args.no_address_limits:
+        app_env |= {"DOPE_ADDRESS_PAIR_BURST": "0"}
     app_proc, app_url = start_gunicorn("webapp:create_app()", app_env, workers, work / "app.log")
     bare_proc, bare_url = start_gunicorn("bare_app:create_app()", env, workers, work / "bare.log",
                                          pythonpath=str(ROOT / "bench"))
@@ -321,6 +325,7 @@ def main(argv=None) -> dict:
         "settings": {"clients": args.clients, "cycles_per_client_per_round": args.cycles,
                      "rounds": args.rounds, "gunicorn_workers": workers,
                      "fast_path": not args.flask_path,
+                     "address_limits": not args.no_address_limits,
                      "database": "sqlite", "build": str(build)},
         "cycles": {name: summarise(rs) for name, rs in results.items()},
         "leaderboard": {"votes_in_db": total, "insert_seconds": round(votes_seconds, 1), **board},

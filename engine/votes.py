@@ -1,10 +1,10 @@
 """The vote export (docs/build-format.md, "Vote export"): one reader and one writer.
 
-Every engine caller reads votes through `read_votes` (retraining, the tests), whether
-the file came from the simulated crowd or from `flask --app webapp export-votes`. JSON Lines when the
-name ends in `.jsonl` (a header object, then one object per vote), CSV when it ends
-in `.csv` (the vote columns under one row of names). A bad file is refused with the
-line that is wrong; nothing is guessed.
+Every engine caller reads votes through `read_votes` (retraining, the tests),
+whether the file came from the simulated crowd or `flask --app webapp export-votes`.
+JSON Lines when the name ends in `.jsonl` (a header object, then one object per
+vote), CSV when it ends in `.csv` (the vote columns under one row of names). A bad
+file is refused with the line that is wrong; nothing is guessed.
 """
 
 from __future__ import annotations

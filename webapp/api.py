@@ -360,8 +360,7 @@ def refuse_token(conn, nonce: str, voter_id: str, ready) -> ApiError:
                     "take a moment.", retry_after=round(wait, 3))
 
 
-def record_vote(nonce: str, voter_id: str, verdict: str, decision_ms: int | None,
-                address: str | None) -> tuple:
+def record_vote(nonce: str, voter_id: str, verdict: str, decision_ms: int | None) -> tuple:
     """Store one vote for a token exactly once; return (vote id, votes cast)."""
     conn = fastsql.connection()
     now = utcnow()
@@ -380,16 +379,11 @@ def record_vote(nonce: str, voter_id: str, verdict: str, decision_ms: int | None
     if votes_cast is None:
         fastsql.rollback()
         raise rate_limited(voter_id)
-    try:
-        check_address("vote", address)
-    except ApiError:
-        fastsql.rollback()
-        raise
     fastsql.commit()
     return rows[0][0], votes_cast
 
 
-def cast_vote(raw: bytes, voter_id: str | None, address: str | None) -> dict:
+def cast_vote(raw: bytes, voter_id: str | None) -> dict:
     """Store the vote a JSON body asks for; return the answer's body.
 
     Raises ApiError (400 body or token, 403 another voter's token, 409 already
@@ -400,7 +394,7 @@ def cast_vote(raw: bytes, voter_id: str | None, address: str | None) -> dict:
         nonce = read_pair_token(token, voter_id)
     except TokenError as exc:
         raise ApiError(exc.status, exc.error, exc.message) from exc
-    vote_id, votes_cast = record_vote(nonce, voter_id, verdict, decision_ms, address)
+    vote_id, votes_cast = record_vote(nonce, voter_id, verdict, decision_ms)
     return {"id": vote_id, "votes_cast": votes_cast}
 
 
@@ -408,5 +402,4 @@ def cast_vote(raw: bytes, voter_id: str | None, address: str | None) -> dict:
 def vote():
     if not origin_ok():
         raise ApiError(403, "bad_origin", "Cross-site votes are not accepted.")
-    return json_response(cast_vote(read_vote_body(), current_voter_id(), request.remote_addr),
-                         201)
+    return json_response(cast_vote(read_vote_body(), current_voter_id()), 201)

@@ -25,16 +25,14 @@ DEFAULTS = {
     # A vote sent sooner after its pair than anyone can look at two pictures is refused
     # (429 too_fast, Retry-After: the rest of the interval).
     "DOPE_MIN_DECISION_MS": 300,
-    # Per client address (webapp/limits.py): a burst, a sustained rate per second and an
-    # hourly cap. About five people at full speed behind one NAT play unhindered; one
-    # script dropping its cookie gets ~100 votes at once, then 2 a second, 3,600 an hour.
-    # A burst of 0 turns a kind's limit off.
-    "DOPE_ADDRESS_PAIR_BURST": 200,
-    "DOPE_ADDRESS_PAIR_RATE": 4.0,
-    "DOPE_ADDRESS_PAIRS_PER_HOUR": 7200,
-    "DOPE_ADDRESS_VOTE_BURST": 100,
-    "DOPE_ADDRESS_VOTE_RATE": 2.0,
-    "DOPE_ADDRESS_VOTES_PER_HOUR": 3600,
+    # Pairs served per client address (webapp/limits.py), and so votes (a vote needs a
+    # served pair's token): a burst, a sustained rate per second and an hourly cap.
+    # About five people at full speed behind one NAT play unhindered; one script
+    # dropping its cookie gets ~120 pairs at once, then 2.5 a second, 4,000 an hour.
+    # A burst of 0 turns the limit off.
+    "DOPE_ADDRESS_PAIR_BURST": 120,
+    "DOPE_ADDRESS_PAIR_RATE": 2.5,
+    "DOPE_ADDRESS_PAIRS_PER_HOUR": 4000,
     "DOPE_LOGIN_BURST": 5,
     "DOPE_LOGIN_RATE": 0.0167,  # one more attempt a minute
     "DOPE_LOGINS_PER_HOUR": 30,

@@ -114,7 +114,7 @@ class FastPath:
         environ["wsgi.input"] = io.BytesIO(raw)  # for Flask, should this be declined
         if len(raw) != int(length):
             raise Declined("short body")
-        return cast_vote(raw, self.voter(environ), environ.get("REMOTE_ADDR"))
+        return cast_vote(raw, self.voter(environ))
 
 
 def init_app(app: Flask) -> None:

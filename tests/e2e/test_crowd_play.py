@@ -62,7 +62,7 @@ def test_behind_a_trusted_proxy_each_simulated_person_is_its_own_address(tmp_pat
                          "--forwarded-for")
         assert "Votes cast: 60 " in out, out
         people = int(re.search(r"(\d+) people", out).group(1))
-        addresses = server.query("SELECT COUNT(*) FROM rate_bucket WHERE key LIKE 'vote:198.1%'")
+        addresses = server.query("SELECT COUNT(*) FROM rate_bucket WHERE key LIKE 'pair:198.1%'")
         assert addresses[0][0] == people > 1
-        assert server.query("SELECT COUNT(*) FROM rate_bucket WHERE key = 'vote:127.0.0.1'") \
+        assert server.query("SELECT COUNT(*) FROM rate_bucket WHERE key = 'pair:127.0.0.1'") \
             == [(0,)]

@@ -16,8 +16,7 @@ import requests
 from e2e_harness import BIN, ROOT, free_port, running_server, stop_process
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
-TIGHT = {"DOPE_ADDRESS_PAIR_BURST": "10", "DOPE_ADDRESS_PAIR_RATE": "0.001",
-         "DOPE_ADDRESS_VOTE_BURST": "6", "DOPE_ADDRESS_VOTE_RATE": "0.001"}
+TIGHT = {"DOPE_ADDRESS_PAIR_BURST": "10", "DOPE_ADDRESS_PAIR_RATE": "0.001"}
 
 
 @contextlib.contextmanager
@@ -66,5 +65,6 @@ def test_one_budget_per_address_across_servers(request, tmp_path, game_build, da
             votes.append(requests.post(base + "/api/vote", timeout=30, cookies=pair.cookies,
                                        headers={"Origin": base},
                                        json={"token": pair.json()["token"], "verdict": "dope"}))
-        assert [v.status_code for v in votes].count(201) == 6
-        assert server.query("SELECT COUNT(*) FROM vote")[0][0] == 6
+        # One vote per served pair, whichever server takes it: ten in all.
+        assert [v.status_code for v in votes] == [201] * 10
+        assert server.query("SELECT COUNT(*) FROM vote")[0][0] == 10

@@ -12,8 +12,7 @@ from webapp.extensions import db
 PERMISSIVE = {"DOPE_MIN_VOTE_INTERVAL_MS": 0, "DOPE_MAX_VOTES_PER_HOUR": 100000,
               "DOPE_MAX_PAIRS_PER_HOUR": 100000, "DOPE_MIN_DECISION_MS": 0,
               "DOPE_ADDRESS_PAIR_BURST": 10**9, "DOPE_ADDRESS_PAIR_RATE": 1e6,
-              "DOPE_ADDRESS_PAIRS_PER_HOUR": 10**9, "DOPE_ADDRESS_VOTE_BURST": 10**9,
-              "DOPE_ADDRESS_VOTE_RATE": 1e6, "DOPE_ADDRESS_VOTES_PER_HOUR": 10**9}
+              "DOPE_ADDRESS_PAIRS_PER_HOUR": 10**9}
 
 
 def make_app(tmp_path, **overrides):
