@@ -200,13 +200,12 @@ def new_voter(population: Population, rng: random.Random) -> Voter:
 
 @dataclass
 class JudgedBuild:
-    """A build's rank-1 pairs per variant with the taste's logit and truth for each."""
+    """A build's rank-1 pairs per variant, each variant's truth, each pair's logit."""
 
     build: BuildDir
     slugs: list[str]
     controls: set[str]
     pairs: dict[str, list[tuple[str, str]]]
-    logits: dict[str, np.ndarray]
     truth: dict[str, float]  # honest crowd's mean approval per variant
     logit_of: dict[tuple[str, str], float]
     judge: PairJudge
@@ -236,13 +235,12 @@ def judge_build(build: BuildDir, taste: Taste, population: Population) -> Judged
     pairs = {s: [] for s in slugs}
     for p in build.pairs:
         pairs[p.variant].append((p.query_id, p.match_id))
-    logits, truth, logit_of = {}, {}, {}
+    truth, logit_of = {}, {}
     for slug, rows in pairs.items():
         lg = judge.logits([q for q, _ in rows], [m for _, m in rows]) if rows else np.zeros(0)
-        logits[slug] = lg
         truth[slug] = float(population.honest_truth(lg).mean()) if rows else float("nan")
         logit_of.update(zip(rows, lg.tolist(), strict=True))
-    return JudgedBuild(build, slugs, build.control_slugs, pairs, logits, truth, logit_of, judge)
+    return JudgedBuild(build, slugs, build.control_slugs, pairs, truth, logit_of, judge)
 
 
 def resolve_target(judged: JudgedBuild, population: Population) -> str:

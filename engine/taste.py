@@ -111,9 +111,6 @@ class PairJudge:
         self.appearance: Appearance | None = (
             describe([build.thumbnail_path(i) for i in ids]) if needs_pixels else None)
 
-    def knows(self, image_id: str) -> bool:
-        return image_id in self.row
-
     def features(self, query_ids, match_ids) -> dict[str, np.ndarray]:
         """Return every weighted feature of the pairs, each an array in [0, 1]."""
         qi = np.array([self.row[q] for q in query_ids], dtype=np.int64)
