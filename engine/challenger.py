@@ -34,7 +34,7 @@ from engine.builddir import read_build
 from engine.crowdplan import wilson_interval
 from engine.families import FamilySpace
 from engine.pairs import duplicate_exclusions, random_control
-from engine.pool import Pool, feature_keys, fresh_pool, source_catalog
+from engine.pool import Pool, combined_features, feature_keys, fresh_pool, source_catalog
 from engine.retrain import (
     MIN_VOTES,
     Model,
@@ -334,9 +334,8 @@ def _write_rows_and_features(tmp: Path, t: Training) -> None:
     write_table(tmp, rows)
     (tmp / "features").mkdir()
     for key in feature_keys(t.build_dir):
-        np.save(tmp / "features" / f"{key}.npy", np.concatenate(
-            [np.load(t.build_dir / "features" / f"{key}.npy"), t.pool.features[key]])
-            .astype(np.float16))
+        np.save(tmp / "features" / f"{key}.npy",
+                combined_features(t.build_dir, key, t.pool.features[key]).astype(np.float16))
     for family, arr in t.pool.whitebox.items():
         np.save(tmp / "features" / f"whitebox.{family}.npy", arr)
 
