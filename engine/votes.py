@@ -20,6 +20,10 @@ FORMAT_VERSION = 1
 KIND = "dope-or-nope-votes"
 COLUMNS = ["vote_id", "query_id", "match_id", "variant", "verdict", "created_at",
            "decision_ms", "voter", "build_id"]
+# Added within format 1: why the game served the pair and the probability the
+# allocation gave its image pair (docs/statistics.md). Empty for older votes.
+OPTIONAL_COLUMNS = ["reason", "probability"]
+REASONS = ("uniform", "adaptive", "control", "gold")
 VERDICTS = ("dope", "nope", "skip")
 SUFFIXES = (".jsonl", ".csv")
 MAX_ERRORS = 5
@@ -42,6 +46,8 @@ class Vote:
     decision_ms: int | None
     voter: str
     build_id: str
+    reason: str | None = None
+    probability: float | None = None
 
     @property
     def judged(self) -> bool:
@@ -49,7 +55,7 @@ class Vote:
         return self.verdict != "skip"
 
     def to_dict(self) -> dict:
-        return {c: getattr(self, c) for c in COLUMNS}
+        return {c: getattr(self, c) for c in COLUMNS + OPTIONAL_COLUMNS}
 
 
 @dataclass
@@ -93,6 +99,26 @@ def _str_field(value, name: str) -> str:
     return value
 
 
+def _reason_field(value) -> str | None:
+    if value is None or value == "":
+        return None
+    if value not in REASONS:
+        raise ValueError(f"reason must be one of {', '.join(REASONS)} or empty, not {value!r}")
+    return value
+
+
+def _probability_field(value) -> float | None:
+    if value is None or value == "":
+        return None
+    try:
+        number = float(value) if not isinstance(value, bool) else None
+    except (TypeError, ValueError):
+        number = None
+    if number is None or not 0 < number <= 1:
+        raise ValueError(f"probability must be a number in (0, 1] or empty, not {value!r}")
+    return number
+
+
 def parse_vote(obj: dict) -> Vote:
     """Return the Vote an export object (or CSV row) describes, or raise ValueError."""
     missing = [c for c in COLUMNS if c not in obj]
@@ -115,7 +141,9 @@ def parse_vote(obj: dict) -> Vote:
                 variant=_str_field(obj["variant"], "variant"), verdict=verdict,
                 created_at=created_at, decision_ms=decision_ms,
                 voter=_str_field(obj["voter"], "voter"),
-                build_id=_str_field(obj["build_id"], "build_id"))
+                build_id=_str_field(obj["build_id"], "build_id"),
+                reason=_reason_field(obj.get("reason")),
+                probability=_probability_field(obj.get("probability")))
 
 
 def check_header(obj, path) -> dict:
@@ -156,9 +184,10 @@ def _csv_records(text: str, path):
     reader = csv.DictReader(io.StringIO(text))
     if reader.fieldnames is None:
         raise VoteFileError(f"{path}: empty file (a vote CSV starts with its column names)")
-    if list(reader.fieldnames) != COLUMNS:
+    if list(reader.fieldnames) not in (COLUMNS, COLUMNS + OPTIONAL_COLUMNS):
         raise VoteFileError(f"{path}: the columns are {','.join(reader.fieldnames)}; a vote "
-                            f"export has {','.join(COLUMNS)}")
+                            f"export has {','.join(COLUMNS)}, then optionally "
+                            f"{','.join(OPTIONAL_COLUMNS)}")
     return {}, [(number, row) for number, row in enumerate(reader, start=2)]
 
 
@@ -202,7 +231,8 @@ def write_votes(path: str | Path, header: dict, votes: list[Vote]) -> None:
             for vote in votes:
                 f.write(json.dumps(vote.to_dict()) + "\n")
         else:
-            writer = csv.DictWriter(f, fieldnames=COLUMNS, lineterminator="\n")
+            writer = csv.DictWriter(f, fieldnames=COLUMNS + OPTIONAL_COLUMNS,
+                                    lineterminator="\n")
             writer.writeheader()
             for vote in votes:
                 writer.writerow({k: "" if v is None else v for k, v in vote.to_dict().items()})

@@ -16,7 +16,7 @@ from . import fastsql, limits
 from .extensions import db
 from .game import image_url
 from .models import VERDICTS, IssuedToken, Pair, Vote, Voter, utcnow
-from .pairing import next_pair, seen_by
+from .pairing import Chosen, next_pair, seen_by
 from .tokens import (
     VOTER_COOKIE,
     VOTER_RE,
@@ -114,7 +114,9 @@ _DATETIME = sa.DateTime()
 _NOW = sa.bindparam("b_now", type_=_DATETIME)
 _ISSUE_TOKEN = fastsql.Prepared(sa.insert(IssuedToken).values(
     nonce=sa.bindparam("b_nonce"), voter_id=sa.bindparam("b_voter"),
-    pair_id=sa.bindparam("b_pair"), issued_at=_NOW, used=False))
+    pair_id=sa.bindparam("b_pair"), issued_at=_NOW, used=False,
+    reason=sa.bindparam("b_reason", type_=sa.String()),
+    probability=sa.bindparam("b_probability", type_=sa.Float())))
 
 
 def create_voter(voter_id: str) -> None:
@@ -171,10 +173,12 @@ def check_pair_rate(voter_id: str, tokens_ever: int) -> None:
                    retry_after=round(_retry_after(oldest), 3))
 
 
-def issue_token(voter_id: str, pair_id: int) -> str:
-    """Store a fresh single-use token for the voter and pair (committed); return its nonce."""
+def issue_token(voter_id: str, chosen: Chosen) -> str:
+    """Store a fresh single-use token for the voter and the chosen pair, with the rule
+    that chose it and its probability (committed); return its nonce."""
     nonce = new_voter_id()
-    params = {"b_nonce": nonce, "b_voter": voter_id, "b_pair": pair_id, "b_now": utcnow()}
+    params = {"b_nonce": nonce, "b_voter": voter_id, "b_pair": chosen.id, "b_now": utcnow(),
+              "b_reason": chosen.reason, "b_probability": chosen.probability}
     conn = fastsql.connection()
     try:
         _ISSUE_TOKEN.execute(conn, params)
@@ -211,13 +215,13 @@ def serve_pair(voter_id: str, root: str, address: str | None) -> dict:
     """
     state = seen_by(voter_id)
     check_pair_rate(voter_id, state[0].count)
-    chosen = next_pair(state, current_app.config["DOPE_CONTROL_SHARE"])
+    chosen = next_pair(state)
     if chosen is None:
         raise ApiError(404, "no_pairs", "You have judged every pair we have. Thank you!")
     # Last before the token, in its transaction: the address's budget is spent only
     # for a pair that is served, and SQLite's write lock is held for the least time.
     check_address("pair", address)
-    nonce = issue_token(voter_id, chosen.id)
+    nonce = issue_token(voter_id, chosen)
     return {
         "token": make_pair_token(nonce, voter_id),
         "query": {"url": image_url(chosen.query_file, root)},
@@ -309,10 +313,11 @@ _READY = sa.bindparam("b_ready", type_=_DATETIME)
 # racing requests with one token, one inserts and the other breaks the unique
 # token_nonce (or, on SQLite, which serialises writers, finds the token used).
 _VOTE_COLUMNS = ["pair_id", "variant_id", "voter_id", "verdict", "decision_ms", "created_at",
-                 "token_nonce"]
+                 "token_nonce", "reason", "probability"]
 _INSERT_VOTE = fastsql.Prepared(sa.insert(Vote).from_select(_VOTE_COLUMNS, sa.select(
     Pair.id, Pair.variant_id, IssuedToken.voter_id, sa.bindparam("b_verdict", type_=sa.String()),
-    sa.bindparam("b_ms", type_=sa.Integer()), _NOW, IssuedToken.nonce)
+    sa.bindparam("b_ms", type_=sa.Integer()), _NOW, IssuedToken.nonce, IssuedToken.reason,
+    IssuedToken.probability)
     .join(Pair, Pair.id == IssuedToken.pair_id)
     .where(IssuedToken.nonce == sa.bindparam("b_nonce"),
            IssuedToken.voter_id == sa.bindparam("b_voter"),

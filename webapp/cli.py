@@ -1,6 +1,9 @@
-"""Flask CLI commands: import-build and export-votes."""
+"""Flask CLI commands: import-build, export-votes, recount-votes and fit."""
 
 from __future__ import annotations
+
+import json
+import time
 
 import click
 from flask import current_app
@@ -8,6 +11,7 @@ from flask.cli import with_appcontext
 
 from .builds import BuildError, import_build
 from .export import csv_lines, jsonl_lines
+from .fit import run_fit
 from .leaderboard import recount_votes
 
 
@@ -24,6 +28,30 @@ def import_build_command(directory: str) -> None:
         raise click.ClickException(f"{directory} was not imported; nothing changed.") from exc
     click.echo(f"Imported build {report['build_id']}: {report['variants']} variants, "
                f"{report['pairs_added']} new pairs of {report['pairs_in_build']}.")
+    if report["pairs_added"]:
+        run_fit()  # new pairs change the design, so every estimate
+
+
+def describe_fit(row) -> str:
+    body = json.loads(row.body)
+    corrected = body["corrected"]
+    state = "settled" if corrected["settled"] else "not settled"
+    return (f"Fit {row.id}: {corrected['judgments']} judgments "
+            f"({body['voters']['excluded']} of {body['voters']['voters']} voters excluded), "
+            f"leader {corrected['leader']}, {state}, in {body['seconds']} s.")
+
+
+@click.command("fit")
+@click.option("--every", type=click.FloatRange(min=0), default=0.0,
+              help="Fit again every this many seconds, until interrupted (0: once).")
+@with_appcontext
+def fit_command(every: float) -> None:
+    """Fit the voter model and the corrected leaderboard from the votes now stored."""
+    while True:
+        click.echo(describe_fit(run_fit()))
+        if not every:
+            return
+        time.sleep(every)
 
 
 @click.command("export-votes")
@@ -55,3 +83,4 @@ def init_app(app) -> None:
     app.cli.add_command(import_build_command)
     app.cli.add_command(export_votes_command)
     app.cli.add_command(recount_votes_command)
+    app.cli.add_command(fit_command)

@@ -18,6 +18,13 @@ DEFAULTS = {
     "SESSION_COOKIE_SAMESITE": "Lax",
     "DOPE_IMAGE_DIR": None,  # instance/images
     "DOPE_CONTROL_SHARE": 0.1,
+    # Of the other pairs, the share chosen by the adaptive top-two rule on the newest
+    # fit (webapp/allocation.py); the rest are uniform. Chosen on the tuning seeds of
+    # bench/allocation.py (docs/benchmarks.md, "Adaptive against uniform").
+    "DOPE_ADAPTIVE_SHARE": 0.65,
+    # Seconds between fits (webapp/fit.py) that requests for the leaderboard or team
+    # page start when votes came in since the last; 0: only `flask fit` fits.
+    "DOPE_FIT_INTERVAL": 60,
     "DOPE_TOKEN_TTL": 900,  # seconds a pair token stays valid
     "DOPE_MAX_VOTES_PER_HOUR": 600,
     "DOPE_MAX_PAIRS_PER_HOUR": 1800,

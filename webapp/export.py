@@ -18,7 +18,7 @@ from .models import Build, Image, Pair, Variant, Vote
 
 FORMAT_VERSION = 1
 COLUMNS = ["vote_id", "query_id", "match_id", "variant", "verdict", "created_at",
-           "decision_ms", "voter", "build_id"]
+           "decision_ms", "voter", "build_id", "reason", "probability"]
 
 
 def _iso(moment: datetime) -> str:
@@ -31,7 +31,7 @@ def vote_rows(batch: int = 2000) -> Iterator[dict]:
     query_image, match_image = so.aliased(Image), so.aliased(Image)
     stmt = (sa.select(Vote.id, query_image.image_id, match_image.image_id, Variant.slug,
                       Vote.verdict, Vote.created_at, Vote.decision_ms, Vote.voter_id,
-                      Build.build_id)
+                      Build.build_id, Vote.reason, Vote.probability)
             .join(Pair, Pair.id == Vote.pair_id)
             .join(query_image, query_image.id == Pair.query_id)
             .join(match_image, match_image.id == Pair.match_id)
@@ -41,7 +41,7 @@ def vote_rows(batch: int = 2000) -> Iterator[dict]:
     for row in db.session.execute(stmt):
         voter = hashlib.sha256(salt + row[7].encode()).hexdigest()[:12]
         yield dict(zip(COLUMNS, [row[0], row[1], row[2], row[3], row[4], _iso(row[5]),
-                                 row[6], voter, row[8]], strict=True))
+                                 row[6], voter, row[8], row[9], row[10]], strict=True))
 
 
 def header() -> dict:

@@ -39,10 +39,15 @@ class Variant(db.Model):
     control: so.Mapped[bool] = so.mapped_column(default=False)
     offline_accuracy: so.Mapped[float | None]
     build_id: so.Mapped[int] = so.mapped_column(sa.ForeignKey(Build.id), index=True)
-    # Counters kept in the vote's own transaction so the leaderboard never scans votes.
+    # Counters kept in the vote's own transaction so the leaderboard never scans votes:
+    # *_count the votes cast on this variant's own pairs, judged_* the pooled ones
+    # (every vote on an image pair this variant returns for that query).
     dope_count: so.Mapped[int] = so.mapped_column(default=0, server_default="0")
     nope_count: so.Mapped[int] = so.mapped_column(default=0, server_default="0")
     skip_count: so.Mapped[int] = so.mapped_column(default=0, server_default="0")
+    judged_dope: so.Mapped[int] = so.mapped_column(default=0, server_default="0")
+    judged_nope: so.Mapped[int] = so.mapped_column(default=0, server_default="0")
+    judged_skip: so.Mapped[int] = so.mapped_column(default=0, server_default="0")
     # A variant retrained from votes: its parent's slug, its round, and the engine's
     # lineage record (JSON text); None for every other variant.
     parent_slug: so.Mapped[str | None] = so.mapped_column(sa.String(128))
@@ -128,6 +133,10 @@ class IssuedToken(db.Model):
     pair_id: so.Mapped[int] = so.mapped_column(sa.ForeignKey(Pair.id))
     issued_at: so.Mapped[datetime] = so.mapped_column(default=utcnow)
     used: so.Mapped[bool] = so.mapped_column(default=False)
+    # The allocation rule that chose the pair (webapp/allocation.py) and the probability
+    # it gave the image pair; None for tokens from before migration 0006.
+    reason: so.Mapped[str | None] = so.mapped_column(sa.String(12))
+    probability: so.Mapped[float | None] = so.mapped_column(sa.Float)
 
     pair: so.Mapped[Pair] = so.relationship()
 
@@ -150,6 +159,9 @@ class Vote(db.Model):
     decision_ms: so.Mapped[int | None]
     # Unique: a token buys exactly one vote, even when replays race each other.
     token_nonce: so.Mapped[str] = so.mapped_column(sa.String(32), unique=True)
+    # Copied from the token: why and how likely the pair was served.
+    reason: so.Mapped[str | None] = so.mapped_column(sa.String(12))
+    probability: so.Mapped[float | None] = so.mapped_column(sa.Float)
 
     pair: so.Mapped[Pair] = so.relationship()
     variant: so.Mapped[Variant] = so.relationship()
@@ -158,29 +170,50 @@ class Vote(db.Model):
         return f"<Vote {self.id} {self.verdict}>"
 
 
+class FitResult(db.Model):
+    """One run of the periodic fit (webapp/fit.py): its figures as JSON, and the newest
+    vote it read. The leaderboard reads the newest row."""
+
+    id: so.Mapped[int] = so.mapped_column(primary_key=True)
+    created_at: so.Mapped[datetime] = so.mapped_column(default=utcnow)
+    last_vote_id: so.Mapped[int]
+    body: so.Mapped[str] = so.mapped_column(sa.Text)
+
+
 # A stored vote counts itself and spends its token in its own transaction, whoever
-# inserts it: its variant's counter for its verdict goes up by one and the issued
-# token with its nonce is marked used, so the vote request runs two statements, not
-# four. Migration 0003 creates the same trigger (a frozen copy, checked equal by
-# tests/webapp/test_migrations.py); it is kept here too so that databases made by
-# `db.create_all()` (tests) get it.
+# inserts it: every variant that returns the vote's image pair for its query has its
+# pooled counter for the verdict raised, the served variant its own counter too, and
+# the issued token with its nonce is marked used, so the vote request runs two
+# statements, not four. Migration 0006 creates the same trigger (a frozen copy,
+# checked equal by tests/webapp/test_migrations.py); it is kept here too so that
+# databases made by `db.create_all()` (tests) get it.
+_RETURNING = ("SELECT other.variant_id FROM pair AS shown JOIN pair AS other "
+              "ON other.query_id = shown.query_id AND other.match_id = shown.match_id "
+              "WHERE shown.id = NEW.pair_id")
 VOTE_TRIGGER = {
-    "sqlite": ["""
+    "sqlite": [f"""
 CREATE TRIGGER vote_counted AFTER INSERT ON vote FOR EACH ROW
 BEGIN
-  UPDATE variant SET dope_count = dope_count + (NEW.verdict = 'dope'),
-                     nope_count = nope_count + (NEW.verdict = 'nope'),
-                     skip_count = skip_count + (NEW.verdict = 'skip')
-   WHERE id = NEW.variant_id;
+  UPDATE variant SET dope_count = dope_count + (id = NEW.variant_id AND NEW.verdict = 'dope'),
+                     nope_count = nope_count + (id = NEW.variant_id AND NEW.verdict = 'nope'),
+                     skip_count = skip_count + (id = NEW.variant_id AND NEW.verdict = 'skip'),
+                     judged_dope = judged_dope + (NEW.verdict = 'dope'),
+                     judged_nope = judged_nope + (NEW.verdict = 'nope'),
+                     judged_skip = judged_skip + (NEW.verdict = 'skip')
+   WHERE id IN ({_RETURNING});
   UPDATE issued_token SET used = 1 WHERE nonce = NEW.token_nonce;
 END"""],
-    "postgresql": ["""
+    "postgresql": [f"""
 CREATE FUNCTION vote_counted() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
-  UPDATE variant SET dope_count = dope_count + CAST(NEW.verdict = 'dope' AS integer),
-                     nope_count = nope_count + CAST(NEW.verdict = 'nope' AS integer),
-                     skip_count = skip_count + CAST(NEW.verdict = 'skip' AS integer)
-   WHERE id = NEW.variant_id;
+  UPDATE variant SET
+    dope_count = dope_count + CAST(id = NEW.variant_id AND NEW.verdict = 'dope' AS integer),
+    nope_count = nope_count + CAST(id = NEW.variant_id AND NEW.verdict = 'nope' AS integer),
+    skip_count = skip_count + CAST(id = NEW.variant_id AND NEW.verdict = 'skip' AS integer),
+    judged_dope = judged_dope + CAST(NEW.verdict = 'dope' AS integer),
+    judged_nope = judged_nope + CAST(NEW.verdict = 'nope' AS integer),
+    judged_skip = judged_skip + CAST(NEW.verdict = 'skip' AS integer)
+   WHERE id IN ({_RETURNING});
   UPDATE issued_token SET used = true WHERE nonce = NEW.token_nonce;
   RETURN NULL;
 END

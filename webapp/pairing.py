@@ -1,18 +1,20 @@
 """Choose the next pair for a voter.
 
-Order: with probability DOPE_CONTROL_SHARE the random control first; otherwise the
-real variants from fewest judgments (dope + nope + skip) up, random among ties,
-and the control last. Within a variant: a random pair whose query this voter has
-not been shown for that variant, and whose (query image, match image) the voter
-has not been shown under any variant. When two variants pick the same match for
-a query, the voter sees that image pair once and judges it for the first variant
-served; the other variant gets that query from other voters.
+The pair comes from the allocation (webapp/allocation.py): the random control with
+probability DOPE_CONTROL_SHARE, otherwise adaptive (the top-two rule on the newest
+fit's leader and challenger) with DOPE_ADAPTIVE_SHARE, else uniform. It is an
+image pair (query image, match image) the voter has never been shown under any
+variant; the served pair's rule and probability are stored with its token. Every
+variant that returns that image pair for that query is credited with the vote
+(pooling, docs/statistics.md).
 """
 
 from __future__ import annotations
 
+import json
 import random
 from collections import OrderedDict
+from dataclasses import dataclass
 from typing import NamedTuple
 
 import sqlalchemy as sa
@@ -20,25 +22,32 @@ import sqlalchemy.orm as so
 from flask import current_app
 
 from . import fastsql
-from .models import Build, Image, IssuedToken, Pair, Variant
+from .allocation import Allocation, make_allocation
+from .design import CONTROL, REAL, Design, build_design
+from .models import Build, FitResult, Image, IssuedToken, Pair, Variant
 
 
 class Chosen(NamedTuple):
-    """The pair to serve: its id and the two image files (nothing about the variant)."""
+    """The pair to serve: its id, the two image files (nothing about the variant), the
+    rule that chose it and the probability the allocation gave its image pair."""
 
     id: int
     query_file: str
     match_file: str
+    reason: str
+    probability: float
 
 
 # Built once, compiled once per dialect, run on the DB-API connection (fastsql).
-# Variant rows: (id, control, judgments, MAX(pair.id), MAX(build.id)). Pairs and builds
-# are only ever added (by import-build), never changed or deleted, so the last two
-# name the pair table's content: an import that adds pairs raises them.
+# Variant rows: (id, control, MAX(pair.id), MAX(build.id), MAX(fit_result.id)). Pairs
+# and builds are only ever added (by import-build), never changed or deleted, so the
+# middle two name the pair table's content: an import that adds pairs raises them.
+# The last names the newest fit, whose probabilities of being best steer the
+# adaptive rule.
 _VARIANT_ROWS = (Variant.id, sa.cast(Variant.control, sa.Integer),
-                 Variant.dope_count + Variant.nope_count + Variant.skip_count,
                  sa.select(sa.func.max(Pair.id)).scalar_subquery(),
-                 sa.select(sa.func.max(Build.id)).scalar_subquery())
+                 sa.select(sa.func.max(Build.id)).scalar_subquery(),
+                 sa.select(sa.func.max(FitResult.id)).scalar_subquery())
 # Everything a pair request reads, in one statement (one snapshot, one round trip),
 # each row tagged by its first column:
 #   VARIANT: a variant row as above;
@@ -58,39 +67,29 @@ _STATE = fastsql.Prepared(sa.union_all(
            IssuedToken.id > sa.bindparam("b_after", type_=sa.Integer()))))
 SEEN_VOTERS_KEPT = 1024  # per worker
 SEEN_TOKENS_KEPT = 200_000  # per worker, all voters together (~60 MB at most)
-RANDOM_TRIES = 16  # random draws from a variant's pairs before listing the fresh ones
 _QUERY_IMAGE, _MATCH_IMAGE = so.aliased(Image), so.aliased(Image)
-_CANDIDATES = fastsql.Prepared(
-    sa.select(Pair.id, Pair.query_id, Pair.match_id, _QUERY_IMAGE.file, _MATCH_IMAGE.file)
+_ALL_PAIRS = fastsql.Prepared(
+    sa.select(Pair.id, Pair.variant_id, Pair.query_id, Pair.match_id, _QUERY_IMAGE.file,
+              _MATCH_IMAGE.file)
     .join(_QUERY_IMAGE, _QUERY_IMAGE.id == Pair.query_id)
     .join(_MATCH_IMAGE, _MATCH_IMAGE.id == Pair.match_id)
-    .where(Pair.variant_id == sa.bindparam("b_variant"))
+    .where(Pair.rank == 1)
     .order_by(Pair.id))
-
-
-def variant_order(rows, control_share: float, rng=random) -> list[int]:
-    """Return variant ids in the order to try for the next pair, from the variant rows
-    (id, control, judgments, ...) that seen_by read."""
-    real = [(n, rng.random(), vid) for vid, control, n, *_ in rows if not control]
-    controls = [vid for vid, control, *_ in rows if control]
-    order = [vid for _, _, vid in sorted(real)]
-    if controls and rng.random() < control_share:
-        return controls + order
-    return order + controls
+_FIT_BODY = fastsql.Prepared(sa.select(FitResult.body).where(
+    FitResult.id == sa.bindparam("b_fit", type_=sa.Integer())))
 
 
 class Seen:
-    """What one voter has been shown: every (variant, query image) and every
-    (query image, match image), from `count` tokens, the newest read being `last_id`."""
+    """What one voter has been shown: every (query image, match image), from `count`
+    tokens, the newest read being `last_id`."""
 
-    __slots__ = ("count", "last_id", "queries", "images")
+    __slots__ = ("count", "last_id", "images")
 
     def __init__(self):
-        self.count, self.last_id, self.queries, self.images = 0, 0, set(), set()
+        self.count, self.last_id, self.images = 0, 0, set()
 
     def add(self, rows) -> None:
-        for token_id, variant_id, query_id, match_id in rows:
-            self.queries.add((variant_id, query_id))
+        for token_id, _variant_id, query_id, match_id in rows:
             self.images.add((query_id, match_id))
             self.last_id = max(self.last_id, token_id)
         self.count += len(rows)
@@ -143,56 +142,75 @@ def seen_by(voter_id: str) -> tuple[Seen, list]:
     return seen, variants
 
 
-def variant_pairs(variant_id: int, version: tuple) -> list[tuple]:
-    """Return (pair id, query image id, match image id, query file, match file) of a
-    variant's pairs, cached per worker until the pair table or the newest build changes.
-    Image rows are never changed once imported, so their files may ride along."""
-    cache = current_app.extensions.get("dope_pairs")
-    if cache is None or cache["version"] != version:
-        cache = current_app.extensions["dope_pairs"] = {"version": version, "variants": {}}
-    rows = cache["variants"].get(variant_id)
-    if rows is None:
-        rows = cache["variants"][variant_id] = _CANDIDATES.execute(
-            fastsql.connection(), {"b_variant": variant_id}).fetchall()
-    return rows
+@dataclass
+class Game:
+    """A worker's view of what can be served: the design, each cell's two image files,
+    and the allocation for the newest fit."""
+
+    version: tuple
+    design: Design
+    files: list[tuple[str, str]]
+    fit_id: int | None = None
+    allocation: Allocation | None = None
 
 
-def pick_pair(variant_id: int, seen: Seen, version: tuple, rng=random) -> Chosen | None:
-    """Return a random pair of this variant that the voter has not seen, or None.
+def load_game(variant_rows, version: tuple) -> Game:
+    """Read every rank-1 pair once; variant rows as _STATE reads them."""
+    rows = _ALL_PAIRS.execute(fastsql.connection()).fetchall()
+    design = build_design([(v[0], CONTROL if v[1] else REAL) for v in variant_rows],
+                          [r[:4] for r in rows])
+    files = [None] * len(design.cells)
+    for _, _, query_id, match_id, query_file, match_file in rows:
+        cell = design.cell_index.get((query_id, match_id))
+        if cell is not None and files[cell] is None:
+            files[cell] = (query_file, match_file)
+    return Game(version, design, files)
 
-    Uniform over the fresh pairs: a few uniform draws, each kept only if fresh, then
-    (a voter who has seen most of them) a uniform choice among all the fresh ones.
-    """
-    rows = variant_pairs(variant_id, version)
-    queries, images = seen.queries, seen.images
 
-    def fresh(row) -> bool:
-        return (variant_id, row[1]) not in queries and (row[1], row[2]) not in images
-
-    chosen = None
-    for _ in range(min(len(rows), RANDOM_TRIES)):
-        row = rows[rng.randrange(len(rows))]
-        if fresh(row):
-            chosen = row
-            break
-    else:
-        candidates = [row for row in rows if fresh(row)]
-        chosen = rng.choice(candidates) if candidates else None
-    if chosen is None:
+def fit_focus(fit_id: int | None, design: Design) -> dict[tuple[int, int], float] | None:
+    """Return the newest fit's (leader, challenger) weights in design positions; None
+    without a fit or when it names a variant this design does not have."""
+    if fit_id is None:
         return None
-    pair_id, _, _, query_file, match_file = chosen
-    return Chosen(pair_id, query_file, match_file)
+    row = _FIT_BODY.execute(fastsql.connection(), {"b_fit": fit_id}).fetchone()
+    try:
+        body = row[0]
+        focus = json.loads(body)["allocation"]["focus"]
+        return {(design.position(a), design.position(b)): float(w) for a, b, w in focus} \
+            or None
+    except (TypeError, KeyError, ValueError):
+        return None
 
 
-def next_pair(state: tuple[Seen, list], control_share: float, rng=random) -> Chosen | None:
+def current_game(variant_rows) -> Game:
+    """Return this worker's game, read again when pairs were added, its allocation
+    made again when a newer fit exists."""
+    version = tuple(variant_rows[0][2:4]) if variant_rows else ()
+    fit_id = variant_rows[0][4] if variant_rows else None
+    game = current_app.extensions.get("dope_game")
+    if game is None or game.version != version:
+        game = current_app.extensions["dope_game"] = load_game(variant_rows, version)
+    if game.allocation is None or game.fit_id != fit_id:
+        config = current_app.config
+        allocation = make_allocation(
+            game.design, control_share=config["DOPE_CONTROL_SHARE"],
+            adaptive_share=config["DOPE_ADAPTIVE_SHARE"],
+            focus=fit_focus(fit_id, game.design))
+        game.allocation, game.fit_id = allocation, fit_id
+    return game
+
+
+def next_pair(state: tuple[Seen, list], rng=random) -> Chosen | None:
     """Return the next pair to show a voter, or None when none is left.
 
     `state` is seen_by(voter_id): what the voter has been shown, and the variant rows.
     """
     seen, rows = state
-    version = tuple(rows[0][3:]) if rows else ()
-    for variant_id in variant_order(rows, control_share, rng):
-        pair = pick_pair(variant_id, seen, version, rng)
-        if pair is not None:
-            return pair
-    return None
+    game = current_game(rows)
+    drawn = game.allocation.draw_fresh(seen.images, rng)
+    if drawn is None:
+        return None
+    reason, variant, cell = drawn
+    query_file, match_file = game.files[cell]
+    return Chosen(game.design.pair_ids[(variant, cell)], query_file, match_file, reason,
+                  game.allocation.probability[cell])

@@ -356,12 +356,20 @@ def test_leaderboard_json(loaded, client):
         cast(client, verdict)
     board = client.get("/api/leaderboard").json
     keys = {"slug", "name", "votes", "approvals", "rate", "ci_low", "ci_high", "rank_low",
-            "rank_high", "offline_accuracy", "control"}
+            "rank_high", "offline_accuracy", "control", "p_best", "estimate", "served"}
     assert all(keys <= set(v) for v in board["variants"])
     assert board["total_votes"] == 3 and board["total_skips"] == 1
-    assert sum(v["approvals"] for v in board["variants"]) == 2
+    # Pooled: a vote counts for every variant returning its image pair, at least one.
+    assert sum(v["served"] for v in board["variants"]) == 3
+    assert sum(v["approvals"] for v in board["variants"]) >= 2
     assert [v["control"] for v in board["variants"]].count(True) == 1
-    assert "status" in board["separation"]
+    assert board["settled"] is False and "status" in board["separation"]
+    assert all(v["p_best"] is None for v in board["variants"])  # no fit yet
+    loaded.test_cli_runner().invoke(args=["fit"])
+    board = client.get("/api/leaderboard").json
+    real = [v for v in board["variants"] if not v["control"]]
+    assert abs(sum(v["p_best"] for v in real) - 1) < 1e-3
+    assert board["fit"]["judgments"] == 3 and board["settled"] is False
 
 
 def test_leaderboard_page(loaded, client):
@@ -399,22 +407,27 @@ def test_locked_database_is_a_json_503(loaded, client, monkeypatch):
 
 
 def test_counters_match_the_votes(loaded, client):
-    from webapp.leaderboard import count_votes, recount_votes
+    from webapp.leaderboard import count_judgments, count_votes, recount_votes
 
     for verdict in ("dope", "nope", "skip", "dope", "nope", "nope"):
         cast(client, verdict)
     with loaded.app_context():
-        counts = count_votes()
+        counts, pooled = count_votes(), count_judgments()
         for variant in db.session.scalars(sa.select(Variant)):
-            c = counts.get(variant.id, {})
+            c, p = counts.get(variant.id, {}), pooled.get(variant.id, {})
             assert (variant.dope_count, variant.nope_count, variant.skip_count) == \
                 (c.get("dope", 0), c.get("nope", 0), c.get("skip", 0))
+            assert (variant.judged_dope, variant.judged_nope, variant.judged_skip) == \
+                (p.get("dope", 0), p.get("nope", 0), p.get("skip", 0))
         assert recount_votes() == 0
         db.session.execute(sa.update(Variant).values(dope_count=99))
         db.session.commit()
+        expected = sum(p.get("dope", 0) for p in pooled.values())
     result = loaded.test_cli_runner().invoke(args=["recount-votes"])
     assert result.exit_code == 0 and "5 variant(s)" in result.output
-    assert sum(v["approvals"] for v in client.get("/api/leaderboard").json["variants"]) == 2
+    board = client.get("/api/leaderboard").json
+    assert sum(v["approvals"] for v in board["variants"]) == expected
+    assert board["total_votes"] == 5
 
 
 def test_pages_carry_security_headers(client):

@@ -23,7 +23,7 @@ def test_upgrade_downgrade_upgrade(tmp_path):
     with app.app_context():
         upgrade()
         assert tables(app) == {"build", "variant", "image", "pair", "voter", "issued_token",
-                               "vote", "rate_bucket"}
+                               "vote", "rate_bucket", "fit_result"}
         downgrade(revision="base")
         assert tables(app) == set()
         upgrade()

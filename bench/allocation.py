@@ -1,0 +1,166 @@
+"""Adaptive against uniform allocation, with the leaderboard's stopping rule, offline.
+
+The simulated crowd (engine.crowd) votes on the default build; pairs are drawn by the
+web app's own allocation (webapp/allocation.py) and every judgment is pooled and
+weighted as the leaderboard's fit does (webapp/estimates.py). Every `--check` votes
+the standing is recomputed (and, for the adaptive rule, the allocation redrawn from
+its probabilities of being best, as the periodic fit does); a campaign stops when
+the standing is settled, and is right when the variant it names is within epsilon
+(one point) of the true best.
+
+    python bench/allocation.py --taste category --seeds 0-49 --adaptive 0,0.5 \
+        [--build build/default] [--max-votes 150000] [--check 250] [--mix honest=1] \
+        [--workers 2] [--out bench-allocation.json]
+
+The rule's settings (adaptive share, minimum judgments, t*) were chosen on seeds
+1000-1019; the figures in docs/benchmarks.md are from seeds 0-49.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import statistics
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))  # bench/engine.py would shadow the engine package
+
+from engine.builddir import read_build  # noqa: E402
+from engine.crowd import Population, judge_build, new_ident, new_voter, resolve_target  # noqa: E402
+from engine.taste import load_taste  # noqa: E402
+from webapp import allocation, estimates  # noqa: E402
+from webapp.design import CONTROL, REAL, build_design  # noqa: E402
+
+_JUDGED = {}
+
+
+def design_of(judged):
+    """The web app's design for the simulated build: image ids as strings."""
+    slugs = judged.slugs
+    variants = [(s, CONTROL if s in judged.controls else REAL) for s in slugs]
+    pairs = [(k, s, q, m) for k, (s, (q, m)) in enumerate(
+        (s, row) for s in slugs for row in judged.pairs[s])]
+    return build_design(variants, pairs)
+
+
+def judged_for(build: str, taste_name: str, mix: dict):
+    key = (build, taste_name, tuple(sorted(mix.items())))
+    if key not in _JUDGED:
+        taste = load_taste(taste_name)
+        population = Population.from_taste(taste, mix)
+        judged = judge_build(read_build(build), taste, population)
+        _JUDGED[key] = (judged, population, design_of(judged))
+    return _JUDGED[key]
+
+
+def run_campaign(build, taste_name, mix, adaptive_share, seed, max_votes, check,
+                 control_share=0.1) -> dict:
+    """Play one campaign; return when it settled, whom it named and whether rightly."""
+    judged, population, design = judged_for(build, taste_name, mix)
+    rng = random.Random(seed)
+    params = population.params
+    target = set(judged.pairs[resolve_target(judged, population)]) \
+        if "adversary" in population.mix else set()
+
+    def allocate(focus):
+        return allocation.make_allocation(design, control_share=control_share,
+                                          adaptive_share=adaptive_share, focus=focus)
+
+    alloc, tally = allocate(None), estimates.Tally.empty(len(design.cells))
+    weights = estimates.Weights(design)
+    cast, result = 0, None
+    while cast < max_votes and result is None:
+        voter = new_voter(population, rng)
+        seen = set()
+        while voter.cast < voter.budget and cast < max_votes:
+            if voter.kind == "adversary" and voter.cast and \
+                    voter.cast % params["adversary"]["cookie_every"] == 0:
+                seen, voter.ident = set(), new_ident(rng)
+            drawn = alloc.draw_fresh(seen, rng)
+            if drawn is None:
+                break
+            _, _, cell = drawn
+            q, m = design.cells[cell]
+            seen.add((q, m))
+            verdict = voter.decide(judged.logit_of[(q, m)], (q, m) in target, params, rng)
+            voter.cast += 1
+            cast += 1
+            if verdict != "skip":
+                tally.add(cell, verdict == "dope", alloc.probability[cell])
+            if cast % check == 0:
+                st = estimates.standing(design, tally, weights=weights, seed=cast)
+                if st.settled:
+                    result = st
+                    break
+                if adaptive_share > 0:
+                    alloc = allocate(st.focus())
+    slugs = design.variant_ids
+    best = max(judged.truth[s] for s in judged.real_slugs())
+    out = {"taste": taste_name, "adaptive_share": adaptive_share, "seed": seed,
+           "votes": cast, "settled": result is not None}
+    if result is not None:
+        named = slugs[result.leader]
+        out.update(named=named, correct=judged.truth[named] >= best - estimates.EPSILON,
+                   tied_with=[slugs[j] for j in result.tied_with])
+    return out
+
+
+def seeds_of(text: str) -> list[int]:
+    if "-" in text:
+        a, b = text.split("-")
+        return list(range(int(a), int(b) + 1))
+    return [int(s) for s in text.split(",")]
+
+
+def summarise(runs: list[dict]) -> dict:
+    settled = [r for r in runs if r["settled"]]
+    votes = sorted(r["votes"] for r in settled)
+    return {"campaigns": len(runs), "settled": len(settled),
+            "correct": sum(1 for r in settled if r["correct"]),
+            "error_rate": round(1 - sum(r["correct"] for r in settled) / len(settled), 4)
+            if settled else None,
+            "median_votes": statistics.median(votes) if votes else None,
+            "quartiles": [votes[len(votes) // 4], votes[(3 * len(votes)) // 4]] if votes else None,
+            "mean_votes": round(statistics.mean(votes)) if votes else None}
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--build", default=str(ROOT / "build" / "default"))
+    ap.add_argument("--taste", default="category")
+    ap.add_argument("--seeds", default="0-49")
+    ap.add_argument("--adaptive", default="0,0.5", help="adaptive shares to compare")
+    ap.add_argument("--max-votes", type=int, default=150_000)
+    ap.add_argument("--check", type=int, default=250)
+    ap.add_argument("--mix", default="honest=1")
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--out", default="bench-allocation.json")
+    args = ap.parse_args(argv)
+    mix = {k: float(v) for k, v in (kv.split("=") for kv in args.mix.split(","))}
+    jobs = [(args.build, args.taste, mix, float(a), s, args.max_votes, args.check)
+            for a in args.adaptive.split(",") for s in seeds_of(args.seeds)]
+    t0 = time.perf_counter()
+    with ProcessPoolExecutor(args.workers) as pool:
+        runs = list(pool.map(_run, jobs))
+    report = {"taste": args.taste, "mix": mix, "max_votes": args.max_votes,
+              "check": args.check, "seeds": args.seeds,
+              "seconds": round(time.perf_counter() - t0, 1), "by_share": {}}
+    for a in args.adaptive.split(","):
+        report["by_share"][a] = summarise([r for r in runs if r["adaptive_share"] == float(a)])
+    report["runs"] = runs
+    Path(args.out).write_text(json.dumps(report, indent=1))
+    print(json.dumps({k: v for k, v in report.items() if k != "runs"}, indent=1))
+    return 0
+
+
+def _run(job):
+    return run_campaign(*job)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

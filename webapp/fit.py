@@ -1,0 +1,207 @@
+"""The periodic fit: voter model, exclusions, pooled weighted estimates, stored as JSON.
+
+Too slow for a request at a million votes (a second or two), so it runs outside them:
+`flask --app webapp fit` (once, or `--every SECONDS`), after `import-build`, and in a
+background thread of a worker that serves the leaderboard or the team page when the
+newest fit is older than DOPE_FIT_INTERVAL and votes came in since. The leaderboard
+reads the newest fit_result row. Two workers may both start a fit at once; each
+writes its own row and the newest wins: no harm but the work.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import threading
+import time
+from datetime import timedelta
+
+import numpy as np
+import sqlalchemy as sa
+from flask import Flask, current_app
+
+from . import estimates, voters
+from .design import CONTROL, REAL, Design, build_design
+from .extensions import db
+from .models import FitResult, Pair, Variant, Vote, utcnow
+
+logger = logging.getLogger(__name__)
+EXCLUDED_LISTED = 200  # voters listed in the team view (the most active first)
+
+
+def load_design() -> tuple[Design, list[str], dict[int, int]]:
+    """Return the design, the variant slugs in its order and {pair id: cell}."""
+    variants = db.session.execute(sa.select(Variant.id, Variant.slug, Variant.control)
+                                  .order_by(Variant.id)).all()
+    pairs = db.session.execute(sa.select(Pair.id, Pair.variant_id, Pair.query_id,
+                                         Pair.match_id).where(Pair.rank == 1)
+                               .order_by(Pair.id)).all()
+    design = build_design([(v.id, CONTROL if v.control else REAL) for v in variants], pairs)
+    cell_of = {}
+    for pair_id, _, query_id, match_id in pairs:
+        cell = design.cell_index.get((query_id, match_id))
+        if cell is not None:
+            cell_of[pair_id] = cell
+    return design, [v.slug for v in variants], cell_of
+
+
+def load_votes(cell_of: dict[int, int]) -> dict[str, np.ndarray]:
+    """Return every judgment (skips left out) as arrays: vote id, cell, voter id, dope,
+    probability (NaN for votes from before probabilities were recorded)."""
+    rows = db.session.execute(
+        sa.select(Vote.id, Vote.pair_id, Vote.voter_id, Vote.verdict, Vote.probability)
+        .where(Vote.verdict != "skip").order_by(Vote.id).execution_options(yield_per=20000))
+    ids, cells, who, dope, prob = [], [], [], [], []
+    for vote_id, pair_id, voter_id, verdict, probability in rows:
+        cell = cell_of.get(pair_id)
+        if cell is None:
+            continue
+        ids.append(vote_id)
+        cells.append(cell)
+        who.append(voter_id)
+        dope.append(verdict == "dope")
+        prob.append(np.nan if probability is None else probability)
+    return {"id": np.array(ids, dtype=np.int64), "cell": np.array(cells, dtype=np.int64),
+            "voter": np.array(who, dtype=object), "dope": np.array(dope, dtype=np.int64),
+            "probability": np.array(prob, dtype=float)}
+
+
+def negative_gold(design: Design) -> np.ndarray:
+    """Return, per cell, whether it is negative gold: a control pair no real variant returns."""
+    gold = np.zeros(len(design.cells), dtype=bool)
+    for i in design.of_kind(CONTROL):
+        gold[list(design.by_variant[i].values())] = True
+    for i in design.real():
+        gold[list(design.by_variant[i].values())] = False
+    return gold
+
+
+def standing_json(st: estimates.Standing, slugs: list[str]) -> dict:
+    """Return a Standing as JSON: per variant slug, and the stopping rule's verdict."""
+    rows = {}
+    for k, i in enumerate(st.positions):
+        rows[slugs[i]] = {"estimate": _num(st.estimate[k]), "ci_low": _num(st.low[k]),
+                          "ci_high": _num(st.high[k]), "rank_low": st.ranks[k][0],
+                          "rank_high": st.ranks[k][1], "p_best": round(st.p_best[k], 4)}
+    return {"variants": rows, "leader": slugs[st.leader] if st.leader is not None else None,
+            "settled": st.settled, "tied_with": [slugs[j] for j in st.tied_with],
+            "margins": {slugs[j]: [_num(lo), _num(hi)] for j, (lo, hi) in st.margins.items()}}
+
+
+def reference_json(design: Design, t: estimates.Tally, weights: estimates.Weights,
+                   slugs: list[str]) -> dict:
+    """Return the control's estimate and interval (a reference row: no rank)."""
+    out = {}
+    for i in design.of_kind(CONTROL):
+        estimate, low, high = estimates.interval(weights.w[i], t, estimates.ALPHA)
+        out[slugs[i]] = {"estimate": _num(estimate), "ci_low": _num(low), "ci_high": _num(high)}
+    return out
+
+
+def _num(x: float) -> float | None:
+    return round(float(x), 5) if np.isfinite(x) else None
+
+
+def voter_report(votes, design: Design) -> tuple[np.ndarray, dict]:
+    """Fit the voter model; return (mask of judgments kept, report for the team view)."""
+    names, voter = np.unique(votes["voter"], return_inverse=True) if len(votes["voter"]) \
+        else (np.array([], dtype=object), np.zeros(0, dtype=np.int64))
+    on_gold = negative_gold(design)[votes["cell"]]
+    records = voters.gold_records(voter, votes["dope"], on_gold, len(names))
+    gold = np.where(negative_gold(design), 0, -1)
+    model = voters.dawid_skene(voter, votes["cell"], votes["dope"].astype(float), gold,
+                               len(names)) if len(names) else None
+    excluded = [v for v, r in enumerate(records) if r.at_chance()]
+    keep = ~np.isin(voter, excluded)
+    listed = sorted(excluded, key=lambda v: -(records[v].gold_votes + records[v].other_votes))
+    rows = []
+    for v in listed[:EXCLUDED_LISTED]:
+        r, (j, sd) = records[v], records[v].contrast()
+        rows.append({"voter": hashlib.sha256(str(names[v]).encode()).hexdigest()[:12],
+                     "votes": r.gold_votes + r.other_votes, "gold_votes": r.gold_votes,
+                     "gold_dopes": r.gold_dopes, "other_votes": r.other_votes,
+                     "other_dopes": r.other_dopes, "contrast": round(j, 3),
+                     "contrast_sd": round(sd, 3),
+                     "sensitivity": round(float(model.sensitivity[v]), 3),
+                     "specificity": round(float(model.specificity[v]), 3)})
+    return keep, {"voters": len(names), "excluded": len(excluded),
+                  "excluded_judgments": int((~keep).sum()), "listed": rows,
+                  "rule": f"excluded when P(gold contrast > {voters.J_MIN}) < 5%",
+                  "prevalence": round(model.prevalence, 4) if model else None}
+
+
+def fit_body(design: Design, slugs: list[str], votes: dict) -> dict:
+    """Return the fit's figures: raw (every judgment) and corrected (voter model)."""
+    weighted = ~np.isnan(votes["probability"])
+    keep, report = voter_report(votes, design)
+    weights = estimates.Weights(design)
+    out = {"judgments": int(len(votes["id"])), "legacy_judgments": int((~weighted).sum()),
+           "alpha": estimates.ALPHA, "epsilon": estimates.EPSILON, "voters": report}
+    for name, mask in (("raw", weighted), ("corrected", weighted & keep)):
+        t = estimates.tally(len(design.cells), votes["cell"][mask], votes["dope"][mask],
+                            votes["probability"][mask])
+        st = estimates.standing(design, t, weights=weights, seed=t.n)
+        out[name] = {"judgments": t.n, **standing_json(st, slugs),
+                     "reference": reference_json(design, t, weights, slugs)}
+        if name == "corrected":
+            focus = st.focus() or {}
+            out["allocation"] = {"focus": [[design.variant_ids[i], design.variant_ids[j], w]
+                                           for (i, j), w in focus.items()],
+                                 "challenger": slugs[st.challenger]
+                                 if st.challenger is not None else None}
+    return out
+
+
+def run_fit() -> FitResult:
+    """Fit everything from the votes now in the database; store and return the result."""
+    started = time.perf_counter()
+    design, slugs, cell_of = load_design()
+    last = db.session.scalar(sa.select(sa.func.max(Vote.id))) or 0
+    votes = load_votes(cell_of)
+    body = fit_body(design, slugs, votes)
+    body["seconds"] = round(time.perf_counter() - started, 3)
+    row = FitResult(last_vote_id=last, body=json.dumps(body, separators=(",", ":")))
+    db.session.add(row)
+    db.session.commit()
+    return row
+
+
+def latest_fit() -> tuple[FitResult | None, dict | None]:
+    """Return the newest fit row and its body."""
+    row = db.session.scalar(sa.select(FitResult).order_by(FitResult.id.desc()).limit(1))
+    return row, (json.loads(row.body) if row is not None else None)
+
+
+_RUNNING = threading.Lock()
+
+
+def needs_fit(row: FitResult | None) -> bool:
+    """True when votes came in after the newest fit and it is older than the interval."""
+    interval = current_app.config["DOPE_FIT_INTERVAL"]
+    if interval <= 0:
+        return False
+    if row is not None and row.created_at > utcnow() - timedelta(seconds=interval):
+        return False
+    last = db.session.scalar(sa.select(sa.func.max(Vote.id))) or 0
+    return last > (row.last_vote_id if row is not None else 0)
+
+
+def maybe_refit(row: FitResult | None) -> bool:
+    """Start a fit in a background thread of this worker when one is due; return
+    whether one was started."""
+    if not needs_fit(row) or not _RUNNING.acquire(blocking=False):
+        return False
+    app = current_app._get_current_object()
+    threading.Thread(target=_fit_in_background, args=(app,), daemon=True).start()
+    return True
+
+
+def _fit_in_background(app: Flask) -> None:
+    try:
+        with app.app_context():
+            run_fit()
+    except Exception:  # noqa: BLE001 - a failed fit leaves the last one in place; say why
+        logger.exception("The periodic fit failed")
+    finally:
+        _RUNNING.release()
