@@ -25,12 +25,15 @@ import statistics
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
+
+import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # bench/engine.py would shadow the engine package
 
-from engine.builddir import read_build  # noqa: E402
+from engine.builddir import read_build  # noqa: E402, I001
 from engine.crowd import Population, judge_build, new_ident, new_voter, resolve_target  # noqa: E402
 from engine.taste import load_taste  # noqa: E402
 from webapp import allocation, estimates  # noqa: E402
@@ -58,9 +61,19 @@ def judged_for(build: str, taste_name: str, mix: dict):
     return _JUDGED[key]
 
 
-def run_campaign(build, taste_name, mix, adaptive_share, seed, max_votes, check,
-                 control_share=0.1) -> dict:
-    """Play one campaign; return when it settled, whom it named and whether rightly."""
+@dataclass
+class Played:
+    """One simulated campaign: its last standing, when it stopped, and every judgment."""
+
+    standing: estimates.Standing | None
+    votes: int
+    judgments: dict  # arrays: cell, voter (identity), dope, probability, kind, epoch
+    epoch_h: list  # each epoch's weights h (estimates.Ledger)
+
+
+def play(build, taste_name, mix, adaptive_share, seed, max_votes, check, *, stop=True,
+         control_share=0.1, epochs=True) -> Played:
+    """Play a campaign as the web app allocates and fits; stop when settled (if `stop`)."""
     judged, population, design = judged_for(build, taste_name, mix)
     rng = random.Random(seed)
     params = population.params
@@ -71,10 +84,25 @@ def run_campaign(build, taste_name, mix, adaptive_share, seed, max_votes, check,
         return allocation.make_allocation(design, control_share=control_share,
                                           adaptive_share=adaptive_share, focus=focus)
 
-    alloc, tally = allocate(None), estimates.Tally.empty(len(design.cells))
     weights = estimates.Weights(design)
-    cast, result = 0, None
-    while cast < max_votes and result is None:
+    uniform = allocate(None) if adaptive_share == 0 else allocation.make_allocation(
+        design, control_share=control_share, adaptive_share=0.0)
+    ledger = estimates.Ledger(weights)
+    epoch_h = []
+
+    def refresh(focus):
+        new = allocate(focus)
+        if epochs:
+            epoch_h.append(estimates.epoch_weights(weights, new.probability,
+                                                   uniform.probability))
+            ledger.start_epoch(epoch_h[-1])
+        return new
+
+    alloc = refresh(None)
+    tally = ledger
+    log = {"cell": [], "voter": [], "dope": [], "probability": [], "kind": [], "epoch": []}
+    cast, settled, st = 0, None, None
+    while cast < max_votes and settled is None:
         voter = new_voter(population, rng)
         seen = set()
         while voter.cast < voter.budget and cast < max_votes:
@@ -92,17 +120,34 @@ def run_campaign(build, taste_name, mix, adaptive_share, seed, max_votes, check,
             cast += 1
             if verdict != "skip":
                 tally.add(cell, verdict == "dope", alloc.probability[cell])
+                for key, value in (("cell", cell), ("voter", voter.ident),
+                                   ("dope", int(verdict == "dope")),
+                                   ("probability", alloc.probability[cell]),
+                                   ("kind", voter.kind), ("epoch", len(epoch_h) - 1)):
+                    log[key].append(value)
             if cast % check == 0:
-                st = estimates.standing(design, tally, weights=weights, seed=cast)
-                if st.settled:
-                    result = st
+                st = estimates.standing(design, ledger if epochs else ledger.total,
+                                        weights=weights, seed=cast)
+                if stop and st.settled:
+                    settled = st
                     break
                 if adaptive_share > 0:
-                    alloc = allocate(st.focus())
-    slugs = design.variant_ids
+                    alloc = refresh(st.focus())
+    arrays = {k: np.array(v, dtype=object if k in ("voter", "kind") else None)
+              for k, v in log.items()}
+    return Played(settled if stop else st, cast, arrays, epoch_h)
+
+
+def run_campaign(build, taste_name, mix, adaptive_share, seed, max_votes, check,
+                 epochs=True) -> dict:
+    """Play one campaign to its stop; return when it settled, whom it named, if rightly."""
+    judged, _, design = judged_for(build, taste_name, mix)
+    played = play(build, taste_name, mix, adaptive_share, seed, max_votes, check,
+                  epochs=epochs)
+    result, slugs = played.standing, design.variant_ids
     best = max(judged.truth[s] for s in judged.real_slugs())
     out = {"taste": taste_name, "adaptive_share": adaptive_share, "seed": seed,
-           "votes": cast, "settled": result is not None}
+           "votes": played.votes, "settled": result is not None}
     if result is not None:
         named = slugs[result.leader]
         out.update(named=named, correct=judged.truth[named] >= best - estimates.EPSILON,
@@ -139,16 +184,18 @@ def main(argv=None) -> int:
     ap.add_argument("--check", type=int, default=250)
     ap.add_argument("--mix", default="honest=1")
     ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--no-epochs", action="store_true",
+                    help="weight every judgment alike (no epoch weights)")
     ap.add_argument("--out", default="bench-allocation.json")
     args = ap.parse_args(argv)
     mix = {k: float(v) for k, v in (kv.split("=") for kv in args.mix.split(","))}
-    jobs = [(args.build, args.taste, mix, float(a), s, args.max_votes, args.check)
-            for a in args.adaptive.split(",") for s in seeds_of(args.seeds)]
+    jobs = [(args.build, args.taste, mix, float(a), s, args.max_votes, args.check,
+             not args.no_epochs) for a in args.adaptive.split(",") for s in seeds_of(args.seeds)]
     t0 = time.perf_counter()
     with ProcessPoolExecutor(args.workers) as pool:
         runs = list(pool.map(_run, jobs))
     report = {"taste": args.taste, "mix": mix, "max_votes": args.max_votes,
-              "check": args.check, "seeds": args.seeds,
+              "check": args.check, "seeds": args.seeds, "epochs": not args.no_epochs,
               "seconds": round(time.perf_counter() - t0, 1), "by_share": {}}
     for a in args.adaptive.split(","):
         report["by_share"][a] = summarise([r for r in runs if r["adaptive_share"] == float(a)])

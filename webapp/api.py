@@ -116,7 +116,8 @@ _ISSUE_TOKEN = fastsql.Prepared(sa.insert(IssuedToken).values(
     nonce=sa.bindparam("b_nonce"), voter_id=sa.bindparam("b_voter"),
     pair_id=sa.bindparam("b_pair"), issued_at=_NOW, used=False,
     reason=sa.bindparam("b_reason", type_=sa.String()),
-    probability=sa.bindparam("b_probability", type_=sa.Float())))
+    probability=sa.bindparam("b_probability", type_=sa.Float()),
+    fit_id=sa.bindparam("b_fit", type_=sa.Integer())))
 
 
 def create_voter(voter_id: str) -> None:
@@ -178,7 +179,8 @@ def issue_token(voter_id: str, chosen: Chosen) -> str:
     that chose it and its probability (committed); return its nonce."""
     nonce = new_voter_id()
     params = {"b_nonce": nonce, "b_voter": voter_id, "b_pair": chosen.id, "b_now": utcnow(),
-              "b_reason": chosen.reason, "b_probability": chosen.probability}
+              "b_reason": chosen.reason, "b_probability": chosen.probability,
+              "b_fit": chosen.fit_id}
     conn = fastsql.connection()
     try:
         _ISSUE_TOKEN.execute(conn, params)
@@ -313,11 +315,11 @@ _READY = sa.bindparam("b_ready", type_=_DATETIME)
 # racing requests with one token, one inserts and the other breaks the unique
 # token_nonce (or, on SQLite, which serialises writers, finds the token used).
 _VOTE_COLUMNS = ["pair_id", "variant_id", "voter_id", "verdict", "decision_ms", "created_at",
-                 "token_nonce", "reason", "probability"]
+                 "token_nonce", "reason", "probability", "fit_id"]
 _INSERT_VOTE = fastsql.Prepared(sa.insert(Vote).from_select(_VOTE_COLUMNS, sa.select(
     Pair.id, Pair.variant_id, IssuedToken.voter_id, sa.bindparam("b_verdict", type_=sa.String()),
     sa.bindparam("b_ms", type_=sa.Integer()), _NOW, IssuedToken.nonce, IssuedToken.reason,
-    IssuedToken.probability)
+    IssuedToken.probability, IssuedToken.fit_id)
     .join(Pair, Pair.id == IssuedToken.pair_id)
     .where(IssuedToken.nonce == sa.bindparam("b_nonce"),
            IssuedToken.voter_id == sa.bindparam("b_voter"),

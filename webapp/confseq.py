@@ -44,3 +44,19 @@ def interval(mean: float, sd: float, t: float, alpha: float,
     """Return the confidence sequence's interval after t observations."""
     half = sd * radius(t, alpha, t_star)
     return mean - half, mean + half
+
+
+def weighted_radius(v: float, h1: float, h2: float, alpha: float,
+                    t_star: float = T_STAR) -> float:
+    """Return the half-width for an h-weighted mean sum(h Z) / sum(h): the same normal
+    mixture on the martingale sum h (Z - mean), whose variance process is v =
+    sum h^2 (Z - mean)^2, in the intrinsic time h2 = sum h^2 (so that with every h = 1
+    this is `radius(t) * sd`):
+
+        sqrt( 2 (rho^2 h2 + 1) v / (rho^2 h2) * log( sqrt(rho^2 h2 + 1) / alpha ) ) / h1
+    """
+    if h1 <= 0 or h2 <= 0:
+        return math.inf
+    rho2 = rho_for(t_star, alpha) ** 2
+    return math.sqrt(2 * (rho2 * h2 + 1) * v / (rho2 * h2)
+                     * math.log(math.sqrt(rho2 * h2 + 1) / alpha)) / h1

@@ -19,7 +19,7 @@ costs one pass to tally them and then microseconds.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -49,6 +49,11 @@ class Tally:
     @classmethod
     def empty(cls, cells: int) -> Tally:
         return cls(0, *(np.zeros(cells) for _ in range(6)))
+
+    def plus(self, other: Tally) -> Tally:
+        return Tally(self.n + other.n, self.judged + other.judged, self.dopes + other.dopes,
+                     self.dope_inv + other.dope_inv, self.dope_inv_sq + other.dope_inv_sq,
+                     self.inv + other.inv, self.inv_sq + other.inv_sq)
 
     def add(self, cell: int, dope: bool, probability: float) -> None:
         """Count one judgment (the offline simulations add votes one at a time)."""
@@ -116,26 +121,94 @@ class Weights:
             self.differences[(i, j)] = difference_weights(self.design, i, j)
         return self.differences[(i, j)]
 
+    def vector(self, key: tuple) -> np.ndarray:
+        """("v", i): variant i's weights; ("d", i, j): those of i - j."""
+        return self.w[key[1]] if key[0] == "v" else self.difference(key[1], key[2])
+
+
+@dataclass
+class Sums:
+    """Sufficient statistics of the terms Z_t of one weight vector w, each term weighted
+    by h_t (predictable: fixed before the draw; 1 without epochs):
+
+        H1 = sum h, H2 = sum h^2, A1 = sum h y w/pi, P1 = sum h w/pi,
+        A2 = sum h^2 y w/pi, P2 = sum h^2 w/pi, B = sum h^2 y w^2/pi^2, Q = sum h^2 w^2/pi^2
+    """
+
+    H1: float = 0.0
+    H2: float = 0.0
+    A1: float = 0.0
+    P1: float = 0.0
+    A2: float = 0.0
+    P2: float = 0.0
+    B: float = 0.0
+    Q: float = 0.0
+
+    def add(self, w: np.ndarray, t: Tally, h: float = 1.0) -> None:
+        """Fold in a tally of judgments drawn while the weight was h."""
+        a, p = float(w @ t.dope_inv), float(w @ t.inv)
+        w2 = w * w
+        self.H1 += h * t.n
+        self.H2 += h * h * t.n
+        self.A1 += h * a
+        self.P1 += h * p
+        self.A2 += h * h * a
+        self.P2 += h * h * p
+        self.B += h * h * float(w2 @ t.dope_inv_sq)
+        self.Q += h * h * float(w2 @ t.inv_sq)
+
+    def plus(self, other: Sums) -> Sums:
+        return Sums(*(x + y for x, y in zip(self.values(), other.values(), strict=True)))
+
+    def negated(self) -> Sums:
+        """The sums of -w (the difference the other way round)."""
+        return Sums(self.H1, self.H2, -self.A1, -self.P1, -self.A2, -self.P2, self.B, self.Q)
+
+    def values(self) -> tuple:
+        return (self.H1, self.H2, self.A1, self.P1, self.A2, self.P2, self.B, self.Q)
+
+
+def weighted_mean(sums: Sums, b: float, total: float) -> tuple[float, float]:
+    """Return (the h-weighted mean of the Z_t, V = sum h^2 (Z_t - mean)^2) for the terms
+
+        Z_t = (y_t - b) * w(c_t) / pi_t + b * total,    total = sum_c w(c).
+
+    Each Z_t has the conditional mean w . approval whatever the constant b: the
+    baseline only takes variance away (y - b is smaller than y when approval is near
+    b), as a control variate does."""
+    if sums.H1 <= 0:
+        return float("nan"), float("nan")
+    mean = (sums.A1 - b * sums.P1) / sums.H1 + b * total
+    first = sums.A2 - b * sums.P2 + b * total * sums.H2  # sum h^2 Z
+    second = ((1 - 2 * b) * sums.B + b * b * sums.Q + 2 * b * total * (sums.A2 - b * sums.P2)
+              + b * b * total * total * sums.H2)  # sum h^2 Z^2
+    return mean, max(second - 2 * mean * first + mean * mean * sums.H2, 0.0)
+
+
+def sums_interval(sums: Sums, b: float, total: float,
+                  alpha: float) -> tuple[float, float, float]:
+    """Return (estimate, low, high) of the confidence sequence (webapp/confseq.py) for
+    the h-weighted mean; with every h = 1 it is the plain sequence of the mean."""
+    mean, v = weighted_mean(sums, b, total)
+    if not sums.H1 > 0:
+        return mean, -np.inf, np.inf
+    half = confseq.weighted_radius(v, sums.H1, sums.H2, alpha)
+    return mean, mean - half, mean + half
+
 
 def mean_and_sd(weights: np.ndarray, t: Tally,
                 baseline: float | None = BASELINE) -> tuple[float, float]:
-    """Return the mean and standard deviation of the terms
-
-        (y_t - b) * weights[c_t] / pi_t + b * sum(weights)
-
-    Each has the conditional mean weights . approval whatever the constant b: the
-    baseline only takes variance away (y - b is smaller than y when approval is
-    near b), as a control variate does. By default b is the plain dope rate of the
-    judgments of the cells the weights touch, a plug-in whose own noise moves the
-    estimate by O(1/n) (for a difference, whose weights sum to 0, not at all)."""
+    """Return the mean and standard deviation of the unweighted terms Z_t (every h = 1).
+    By default b is the plain dope rate of the judgments of the cells the weights
+    touch, a plug-in whose own noise moves the estimate by O(1/n) (for a difference,
+    whose weights sum to 0, not at all)."""
     if t.n == 0:
         return float("nan"), float("nan")
+    sums = Sums()
+    sums.add(weights, t)
     b = plain_rate(weights, t) if baseline is None else baseline
-    offset = b * float(weights.sum())
-    w2 = weights * weights
-    centred = float(weights @ (t.dope_inv - b * t.inv)) / t.n
-    second = float(w2 @ ((1 - 2 * b) * t.dope_inv_sq + b * b * t.inv_sq)) / t.n
-    return centred + offset, max(second - centred * centred, 0.0) ** 0.5
+    mean, v = weighted_mean(sums, b, float(weights.sum()))
+    return mean, (v / t.n) ** 0.5
 
 
 def interval(weights, t: Tally, alpha: float) -> tuple[float, float, float]:
@@ -145,6 +218,70 @@ def interval(weights, t: Tally, alpha: float) -> tuple[float, float, float]:
         return mean, -np.inf, np.inf
     low, high = confseq.interval(mean, sd, t.n, alpha)
     return mean, low, high
+
+
+class Ledger:
+    """Judgments in epochs: each epoch is drawn by one allocation, and every weight
+    vector has its own weight h for the epoch, fixed when the epoch starts (so the
+    weighted sums stay martingales). h is the vector's probability mass under the
+    epoch's allocation over its mass under the uniform allocation: judgments drawn
+    while a comparison was in focus (low variance) count for more than those drawn
+    before (high variance), as variance-stabilising weights do (Hadad, Hirshberg,
+    Zhan, Wager and Athey, PNAS 2021). Without epochs every h is 1."""
+
+    def __init__(self, weights: Weights):
+        self.weights = weights
+        cells = len(weights.design.cells)
+        self.total, self.epoch = Tally.empty(cells), Tally.empty(cells)
+        self.folded: dict[tuple, Sums] = {}
+        self.h: dict[tuple, float] = {}
+
+    def add(self, cell: int, dope: bool, probability: float) -> None:
+        self.total.add(cell, dope, probability)
+        self.epoch.add(cell, dope, probability)
+
+    def add_many(self, cell: np.ndarray, dope: np.ndarray, probability: np.ndarray) -> None:
+        """Add judgments given as arrays to the open epoch."""
+        more = tally(len(self.weights.design.cells), cell, dope, probability)
+        self.total, self.epoch = self.total.plus(more), self.epoch.plus(more)
+
+    def start_epoch(self, h: dict[tuple, float]) -> None:
+        """Fold the open epoch in with its weights; the next epoch has weights h (a
+        vector missing from h has weight 1)."""
+        if self.epoch.n:
+            for key in self.keys():
+                self.folded.setdefault(key, Sums()).add(
+                    self.weights.vector(key), self.epoch, self.h.get(key, 1.0))
+            self.epoch = Tally.empty(len(self.weights.design.cells))
+        self.h = dict(h)
+
+    def keys(self) -> list[tuple]:
+        real = self.weights.design.real()
+        return [("v", i) for i in range(len(self.weights.design.variant_ids))] + \
+            [("d", i, j) for i in real for j in real if i < j]
+
+    def sums(self, key: tuple) -> Sums:
+        """The sums of a vector: folded epochs plus the open one."""
+        open_ = Sums()
+        open_.add(self.weights.vector(key), self.epoch, self.h.get(key, 1.0))
+        return self.folded.get(key, Sums()).plus(open_)
+
+
+def vector_masses(weights: Weights, probability: list[float]) -> dict[tuple, float]:
+    """Return each vector's probability mass (of the cells it weighs) under an allocation."""
+    pi = np.asarray(probability)
+    real = weights.design.real()
+    keys = [("v", i) for i in range(len(weights.design.variant_ids))] + \
+        [("d", i, j) for i in real for j in real if i < j]
+    return {key: float(pi[weights.vector(key) != 0].sum()) for key in keys}
+
+
+def epoch_weights(weights: Weights, probability: list[float],
+                  uniform_probability: list[float]) -> dict[tuple, float]:
+    """Return h per vector for an epoch drawn with `probability`: its mass there over
+    its mass under the uniform allocation."""
+    now, base = vector_masses(weights, probability), vector_masses(weights, uniform_probability)
+    return {k: (now[k] / base[k] if base[k] > 0 else 1.0) for k in now}
 
 
 def rank_ranges(low: list[float], high: list[float]) -> list[tuple[int, int]]:
@@ -194,9 +331,7 @@ class Standing:
     settled: bool
     tied_with: list[int]  # design positions within epsilon that the leader has not beaten
     margins: dict[int, tuple[float, float]]  # other -> (low, high) of leader - other
-    challenger: int | None  # the comparison furthest from settled
-    gaps: dict[int, float] = field(default_factory=dict)  # other -> leader - other
-    errors: dict[int, float] = field(default_factory=dict)  # their standard errors
+    gaps: dict[int, float]  # other -> estimate of leader - other
 
     def open_comparisons(self, epsilon: float = EPSILON) -> list[int]:
         """Return the variants the leader has not yet shown to be at most epsilon
@@ -205,47 +340,69 @@ class Standing:
 
     def focus(self, epsilon: float = EPSILON) -> dict[tuple[int, int], float] | None:
         """Return the adaptive rule's (leader, challenger) weights: the leader against
-        each variant it has not yet settled with, alike (a challenger leaves when its
-        comparison settles, as in successive elimination; weights by how hard each
-        comparison looks did no better on the tuning seeds, and make the probabilities
-        swing more); None before a leader."""
+        each variant it has not yet settled with (a challenger leaves when its
+        comparison settles, as in successive elimination), each in proportion to how
+        hard the comparison is, 1 / (estimated gap + epsilon)^2, floored at a quarter of
+        its interval's width (the optimal proportions of best-arm identification, with
+        the gap as the data say it); None before a leader."""
         if self.leader is None or not self.margins:
             return None
         still = self.open_comparisons(epsilon) or list(self.margins)
-        return {(self.leader, j): 1.0 / len(still) for j in still}
+        hard = {}
+        for j in still:
+            low, high = self.margins[j]
+            scale = (high - low) / 4 if np.isfinite(high - low) else 1.0
+            hard[j] = 1.0 / max(self.gaps.get(j, 0.0) + epsilon, scale, 1e-6) ** 2
+        total = sum(hard.values())
+        return {(self.leader, j): h / total for j, h in hard.items()}
 
 
-def compare_leader(weights: Weights, t: Tally, leader: int, others: list[int], alpha: float,
-                   epsilon: float, gaps: dict, errors: dict) -> tuple[bool, list[int], dict,
-                                                                   int | None]:
-    """Return (settled, tied, margins, challenger) of the leader against each other
-    variant: settled when every difference's lower bound is above -epsilon; tied:
-    those whose lower bound is not above 0; challenger: the smallest transportation
-    cost (difference + epsilon) / standard error."""
-    margins, settled, tied, costs = {}, t.n >= MIN_JUDGMENTS, [], {}
+def _tally(source) -> Tally:
+    return source.total if isinstance(source, Ledger) else source
+
+
+def vector_interval(source, weights: Weights, key: tuple,
+                    alpha: float) -> tuple[float, float, float]:
+    """Return (estimate, low, high) for a vector ("v", i) or ("d", i, j), any order, from
+    a Tally (every h = 1) or a Ledger (epoch weights)."""
+    flip = key[0] == "d" and key[1] > key[2]
+    canonical = ("d", key[2], key[1]) if flip else key
+    w = weights.vector(canonical)
+    if isinstance(source, Ledger):
+        sums = source.sums(canonical)
+    else:
+        sums = Sums()
+        sums.add(w, source)
+    if flip:
+        sums, w = sums.negated(), -w
+    return sums_interval(sums, plain_rate(w, _tally(source)), float(w.sum()), alpha)
+
+
+def compare_leader(weights: Weights, source, leader: int, others: list[int], alpha: float,
+                   epsilon: float, gaps: dict) -> tuple[bool, list[int], dict]:
+    """Return (settled, tied, margins) of the leader against each other variant: settled
+    when every difference's lower bound is above -epsilon; tied: those whose lower
+    bound is not above 0."""
+    margins, settled, tied = {}, _tally(source).n >= MIN_JUDGMENTS, []
     for j in others:
         if weights.design.shared(leader, j) == 0:
             margins[j] = (-np.inf, np.inf)
             settled = False
             continue
-        d = weights.difference(leader, j)
-        mean, sd = mean_and_sd(d, t)
-        gaps[j], errors[j] = mean, sd / np.sqrt(max(t.n, 1))
-        _, low, high = interval(d, t, alpha)
+        mean, low, high = vector_interval(source, weights, ("d", leader, j), alpha)
         margins[j] = (low, high)
+        gaps[j] = mean
         settled = settled and low > -epsilon
         if low <= 0:
             tied.append(j)
-        if np.any(d):
-            costs[j] = (mean + epsilon) / max(sd / np.sqrt(t.n), 1e-12) if t.n else 0.0
-    challenger = min(costs, key=costs.get) if costs else None
-    return settled, tied, margins, challenger
+    return settled, tied, margins
 
 
-def standing(design: Design, t: Tally, *, alpha: float = ALPHA, epsilon: float = EPSILON,
+def standing(design: Design, source, *, alpha: float = ALPHA, epsilon: float = EPSILON,
              seed: int = 0, weights: Weights | None = None) -> Standing:
     """Return every real variant's estimate, simultaneous interval and rank range, its
-    probability of being best, and whether the best is settled (epsilon-best).
+    probability of being best, and whether the best is settled (epsilon-best), from a
+    Tally or a Ledger.
 
     Intervals are simultaneous over the real variants (alpha / K each); the leader's
     comparisons over the pairs that contain the true best (alpha / (K-1) each), so
@@ -253,10 +410,10 @@ def standing(design: Design, t: Tally, *, alpha: float = ALPHA, epsilon: float =
     probability at most alpha, however often it is checked.
     """
     real = design.real()
-    weights = weights or Weights(design)
-    w = weights.w
+    weights = weights or (source.weights if isinstance(source, Ledger) else Weights(design))
+    t = _tally(source)
     k = max(len(real), 1)
-    rows = [interval(w[i], t, alpha / k) for i in real]
+    rows = [vector_interval(source, weights, ("v", i), alpha / k) for i in real]
     estimate = [r[0] for r in rows]
     low, high = [r[1] for r in rows], [r[2] for r in rows]
     p_best = posterior_best(weights, t, real, seed) if t.n else [1.0 / k] * len(real)
@@ -264,10 +421,10 @@ def standing(design: Design, t: Tally, *, alpha: float = ALPHA, epsilon: float =
     # variant's weighted estimate uses only its own cells. (Any choice keeps the rule
     # valid: its error needs a miss of an interval that contains the true best.)
     leader = real[int(np.argmax(p_best))] if t.n and real else None
-    settled, tied, margins, challenger, gaps, errors = False, [], {}, None, {}, {}
+    settled, tied, margins, gaps = False, [], {}, {}
     if leader is not None and len(real) > 1:
         others = [i for i in real if i != leader]
-        settled, tied, margins, challenger = compare_leader(
-            weights, t, leader, others, alpha / (len(real) - 1), epsilon, gaps, errors)
+        settled, tied, margins = compare_leader(weights, source, leader, others,
+                                                alpha / (len(real) - 1), epsilon, gaps)
     return Standing(real, estimate, low, high, rank_ranges(low, high), p_best, leader,
-                    settled, tied if settled else [], margins, challenger, gaps, errors)
+                    settled, tied if settled else [], margins, gaps)

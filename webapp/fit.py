@@ -22,6 +22,7 @@ import sqlalchemy as sa
 from flask import Flask, current_app
 
 from . import estimates, voters
+from .allocation import make_allocation
 from .design import CONTROL, REAL, Design, build_design
 from .extensions import db
 from .models import FitResult, Pair, Variant, Vote, utcnow
@@ -50,10 +51,11 @@ def load_votes(cell_of: dict[int, int]) -> dict[str, np.ndarray]:
     """Return every judgment (skips left out) as arrays: vote id, cell, voter id, dope,
     probability (NaN for votes from before probabilities were recorded)."""
     rows = db.session.execute(
-        sa.select(Vote.id, Vote.pair_id, Vote.voter_id, Vote.verdict, Vote.probability)
+        sa.select(Vote.id, Vote.pair_id, Vote.voter_id, Vote.verdict, Vote.probability,
+                  Vote.fit_id)
         .where(Vote.verdict != "skip").order_by(Vote.id).execution_options(yield_per=20000))
-    ids, cells, who, dope, prob = [], [], [], [], []
-    for vote_id, pair_id, voter_id, verdict, probability in rows:
+    ids, cells, who, dope, prob, epoch = [], [], [], [], [], []
+    for vote_id, pair_id, voter_id, verdict, probability, fit_id in rows:
         cell = cell_of.get(pair_id)
         if cell is None:
             continue
@@ -62,9 +64,11 @@ def load_votes(cell_of: dict[int, int]) -> dict[str, np.ndarray]:
         who.append(voter_id)
         dope.append(verdict == "dope")
         prob.append(np.nan if probability is None else probability)
+        epoch.append(0 if fit_id is None else fit_id)
     return {"id": np.array(ids, dtype=np.int64), "cell": np.array(cells, dtype=np.int64),
             "voter": np.array(who, dtype=object), "dope": np.array(dope, dtype=np.int64),
-            "probability": np.array(prob, dtype=float)}
+            "probability": np.array(prob, dtype=float),
+            "epoch": np.array(epoch, dtype=np.int64)}
 
 
 def negative_gold(design: Design) -> np.ndarray:
@@ -131,26 +135,73 @@ def voter_report(votes, design: Design) -> tuple[np.ndarray, dict]:
                   "prevalence": round(model.prevalence, 4) if model else None}
 
 
-def fit_body(design: Design, slugs: list[str], votes: dict) -> dict:
-    """Return the fit's figures: raw (every judgment) and corrected (voter model)."""
+def weight_key(design: Design, key: tuple) -> str:
+    """A Ledger vector's key by variant ids, stable from fit to fit: v:<id> or d:<id>:<id>."""
+    return ":".join([key[0], *(str(design.variant_ids[i]) for i in key[1:])])
+
+
+def load_epoch_weights(epochs, design: Design) -> dict[int, dict[tuple, float]]:
+    """Return {fit id: h per Ledger key} for the fits that started these epochs."""
+    ids = sorted({int(e) for e in epochs if e})
+    stored = dict(db.session.execute(sa.select(FitResult.id, FitResult.epoch_weights)
+                                     .where(FitResult.id.in_(ids))).all()) if ids else {}
+    position = {str(v): i for i, v in enumerate(design.variant_ids)}
+    out = {}
+    for fit_id, text in stored.items():
+        h = {}
+        for name, value in json.loads(text).items():
+            kind, *ids_ = name.split(":")
+            if all(i in position for i in ids_):
+                h[(kind, *(position[i] for i in ids_))] = float(value)
+        out[fit_id] = h
+    return out
+
+
+def ledger_of(weights: estimates.Weights, votes: dict, mask: np.ndarray,
+              epoch_h: dict[int, dict]) -> estimates.Ledger:
+    """Return the judgments under mask as a Ledger: one epoch per fit that drew them,
+    in order, each with the weights that fit stored before its votes were drawn (a
+    fit no longer stored, or votes before any fit: every weight 1)."""
+    ledger = estimates.Ledger(weights)
+    for epoch in np.unique(votes["epoch"][mask]):
+        ledger.start_epoch(epoch_h.get(int(epoch), {}))
+        part = mask & (votes["epoch"] == epoch)
+        ledger.add_many(votes["cell"][part], votes["dope"][part], votes["probability"][part])
+    return ledger
+
+
+def next_epoch_weights(design: Design, weights: estimates.Weights, focus) -> dict[str, float]:
+    """Return the weights h of the epoch the allocation for `focus` starts (with this
+    app's shares, as the workers will draw it)."""
+    config = current_app.config
+    shares = {"control_share": config["DOPE_CONTROL_SHARE"]}
+    drawn = make_allocation(design, adaptive_share=config["DOPE_ADAPTIVE_SHARE"],
+                            focus=focus, **shares)
+    uniform = make_allocation(design, adaptive_share=0.0, **shares)
+    h = estimates.epoch_weights(weights, drawn.probability, uniform.probability)
+    return {weight_key(design, k): round(v, 6) for k, v in h.items()}
+
+
+def fit_body(design: Design, slugs: list[str], votes: dict) -> tuple[dict, dict]:
+    """Return the fit's figures, raw (every judgment) and corrected (voter model), and
+    the epoch weights of the allocation it starts."""
     weighted = ~np.isnan(votes["probability"])
     keep, report = voter_report(votes, design)
     weights = estimates.Weights(design)
+    epoch_h = load_epoch_weights(votes["epoch"], design)
     out = {"judgments": int(len(votes["id"])), "legacy_judgments": int((~weighted).sum()),
            "alpha": estimates.ALPHA, "epsilon": estimates.EPSILON, "voters": report}
+    focus = None
     for name, mask in (("raw", weighted), ("corrected", weighted & keep)):
-        t = estimates.tally(len(design.cells), votes["cell"][mask], votes["dope"][mask],
-                            votes["probability"][mask])
-        st = estimates.standing(design, t, weights=weights, seed=t.n)
-        out[name] = {"judgments": t.n, **standing_json(st, slugs),
-                     "reference": reference_json(design, t, weights, slugs)}
+        ledger = ledger_of(weights, votes, mask, epoch_h)
+        st = estimates.standing(design, ledger, weights=weights, seed=ledger.total.n)
+        out[name] = {"judgments": ledger.total.n, **standing_json(st, slugs),
+                     "reference": reference_json(design, ledger.total, weights, slugs)}
         if name == "corrected":
-            focus = st.focus() or {}
+            focus = st.focus()
             out["allocation"] = {"focus": [[design.variant_ids[i], design.variant_ids[j], w]
-                                           for (i, j), w in focus.items()],
-                                 "challenger": slugs[st.challenger]
-                                 if st.challenger is not None else None}
-    return out
+                                           for (i, j), w in (focus or {}).items()]}
+    return out, next_epoch_weights(design, weights, focus)
 
 
 def run_fit() -> FitResult:
@@ -159,9 +210,10 @@ def run_fit() -> FitResult:
     design, slugs, cell_of = load_design()
     last = db.session.scalar(sa.select(sa.func.max(Vote.id))) or 0
     votes = load_votes(cell_of)
-    body = fit_body(design, slugs, votes)
+    body, epoch_weights = fit_body(design, slugs, votes)
     body["seconds"] = round(time.perf_counter() - started, 3)
-    row = FitResult(last_vote_id=last, body=json.dumps(body, separators=(",", ":")))
+    row = FitResult(last_vote_id=last, body=json.dumps(body, separators=(",", ":")),
+                    epoch_weights=json.dumps(epoch_weights, separators=(",", ":")))
     db.session.add(row)
     db.session.commit()
     return row

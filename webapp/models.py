@@ -137,6 +137,9 @@ class IssuedToken(db.Model):
     # it gave the image pair; None for tokens from before migration 0006.
     reason: so.Mapped[str | None] = so.mapped_column(sa.String(12))
     probability: so.Mapped[float | None] = so.mapped_column(sa.Float)
+    # The fit whose allocation drew the pair (None: none yet); not a foreign key, so
+    # fits may be pruned.
+    fit_id: so.Mapped[int | None]
 
     pair: so.Mapped[Pair] = so.relationship()
 
@@ -159,9 +162,10 @@ class Vote(db.Model):
     decision_ms: so.Mapped[int | None]
     # Unique: a token buys exactly one vote, even when replays race each other.
     token_nonce: so.Mapped[str] = so.mapped_column(sa.String(32), unique=True)
-    # Copied from the token: why and how likely the pair was served.
+    # Copied from the token: why, how likely and under which fit the pair was served.
     reason: so.Mapped[str | None] = so.mapped_column(sa.String(12))
     probability: so.Mapped[float | None] = so.mapped_column(sa.Float)
+    fit_id: so.Mapped[int | None]
 
     pair: so.Mapped[Pair] = so.relationship()
     variant: so.Mapped[Variant] = so.relationship()
@@ -178,6 +182,9 @@ class FitResult(db.Model):
     created_at: so.Mapped[datetime] = so.mapped_column(default=utcnow)
     last_vote_id: so.Mapped[int]
     body: so.Mapped[str] = so.mapped_column(sa.Text)
+    # The weights h of the epoch its allocation starts (webapp/estimates.py, Ledger):
+    # {"v:<variant id>" or "d:<id>:<id>": h}, JSON; read by later fits.
+    epoch_weights: so.Mapped[str] = so.mapped_column(sa.Text)
 
 
 # A stored vote counts itself and spends its token in its own transaction, whoever

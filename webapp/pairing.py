@@ -36,6 +36,7 @@ class Chosen(NamedTuple):
     match_file: str
     reason: str
     probability: float
+    fit_id: int | None  # the fit whose allocation drew it (its epoch)
 
 
 # Built once, compiled once per dialect, run on the DB-API connection (fastsql).
@@ -213,4 +214,4 @@ def next_pair(state: tuple[Seen, list], rng=random) -> Chosen | None:
     reason, variant, cell = drawn
     query_file, match_file = game.files[cell]
     return Chosen(game.design.pair_ids[(variant, cell)], query_file, match_file, reason,
-                  game.allocation.probability[cell])
+                  game.allocation.probability[cell], game.fit_id)

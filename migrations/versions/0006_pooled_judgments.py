@@ -4,7 +4,8 @@ A vote judges an image pair, and now counts for every variant that returns that
 image pair for that query (docs/statistics.md): variant gains judged_* counters,
 kept by the vote trigger, which goes on counting the votes served for the variant
 itself in *_count. An issued token and its vote record the rule that chose the pair
-(uniform, adaptive, control, gold) and the probability it had. fit_result keeps the
+(uniform, adaptive, control, gold), the probability it had, and the fit whose
+allocation drew it (its epoch, docs/statistics.md). fit_result keeps the
 periodic fit's figures (webapp/fit.py), which the leaderboard reads. The counters
 are recounted from the votes on the way up.
 
@@ -112,12 +113,14 @@ def upgrade():
     for table in ("issued_token", "vote"):
         op.add_column(table, sa.Column("reason", sa.String(length=12), nullable=True))
         op.add_column(table, sa.Column("probability", sa.Float(), nullable=True))
+        op.add_column(table, sa.Column("fit_id", sa.Integer(), nullable=True))
     op.create_table(
         "fit_result",
         sa.Column("id", sa.Integer(), nullable=False),
         sa.Column("created_at", sa.DateTime(), nullable=False),
         sa.Column("last_vote_id", sa.Integer(), nullable=False),
         sa.Column("body", sa.Text(), nullable=False),
+        sa.Column("epoch_weights", sa.Text(), nullable=False),
         sa.PrimaryKeyConstraint("id"),
     )
     _run(DROP)
@@ -131,7 +134,7 @@ def downgrade():
     _run(DROP)  # first: the trigger names the columns that go
     op.drop_table("fit_result")
     for table in ("vote", "issued_token"):
-        for column in ("probability", "reason"):
+        for column in ("fit_id", "probability", "reason"):
             op.execute(f"ALTER TABLE {table} DROP COLUMN {column}")
     for verdict in ("skip", "nope", "dope"):
         op.execute(f"ALTER TABLE variant DROP COLUMN judged_{verdict}")
