@@ -237,11 +237,14 @@ def bulk_votes(db_path: Path, n: int, voters: int = 5000) -> float:
     def rows():
         for i in range(n):
             pair_id, variant_id = pairs[rng.randrange(len(pairs))]
+            # Drawn uniformly over the pairs: the probability the fit weights them by.
             yield (pair_id, variant_id, f"b{i % voters:031x}", verdicts[rng.randrange(4)],
-                   now - timedelta(seconds=n - i), rng.randrange(300, 9000), f"bulk{i:028x}")
+                   now - timedelta(seconds=n - i), rng.randrange(300, 9000), f"bulk{i:028x}",
+                   "uniform", 1.0 / len(pairs))
 
     conn.executemany("INSERT INTO vote (pair_id, variant_id, voter_id, verdict, created_at, "
-                     "decision_ms, token_nonce) VALUES (?, ?, ?, ?, ?, ?, ?)", rows())
+                     "decision_ms, token_nonce, reason, probability) "
+                     "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", rows())
     conn.commit()
     conn.close()
     return time.perf_counter() - started
@@ -312,6 +315,9 @@ def main(argv=None) -> dict:
                                           seed=1000 * r + (0 if name == "bare" else 500)))
         stop(bare_proc)
         votes_seconds = bulk_votes(db_path, args.leaderboard_votes)
+        fit_started = time.perf_counter()
+        flask_cli(env, "fit")  # what the periodic fit costs at this many votes
+        fit_seconds = time.perf_counter() - fit_started
         board = {"api": time_get(app_url, "/api/leaderboard", args.leaderboard_requests),
                  "page": time_get(app_url, "/leaderboard", args.leaderboard_requests)}
         total = sqlite3.connect(db_path).execute("SELECT COUNT(*) FROM vote").fetchone()[0]
@@ -328,7 +334,8 @@ def main(argv=None) -> dict:
                      "address_limits": not args.no_address_limits,
                      "database": "sqlite", "build": str(build)},
         "cycles": {name: summarise(rs) for name, rs in results.items()},
-        "leaderboard": {"votes_in_db": total, "insert_seconds": round(votes_seconds, 1), **board},
+        "leaderboard": {"votes_in_db": total, "insert_seconds": round(votes_seconds, 1),
+                        "fit_seconds": round(fit_seconds, 1), **board},
         "when": datetime.now(UTC).isoformat(timespec="seconds"),
     }
     bare, app = report["cycles"]["bare"], report["cycles"]["webapp"]

@@ -2,7 +2,6 @@
 
 - `control` (share DOPE_CONTROL_SHARE): a random pair of the random control. It is
   negative gold and never chosen by the adaptive rule.
-- `gold` (share DOPE_GOLD_SHARE): a random pair the engine marked near-certain dope.
 - of the rest, a share DOPE_ADAPTIVE_SHARE is `adaptive`: a top-two rule for
   epsilon-best identification, EB-TCe (Jourdan, Degenne and Kaufmann, "An
   epsilon-best-arm identification algorithm for fixed-confidence and beyond",
@@ -30,10 +29,11 @@ import itertools
 import random
 from dataclasses import dataclass, field
 
-from .design import CONTROL, GOLD, Design
+from .design import CONTROL, Design
 
-UNIFORM, ADAPTIVE, CONTROL_RULE, GOLD_RULE = "uniform", "adaptive", "control", "gold"
-REASONS = (UNIFORM, ADAPTIVE, CONTROL_RULE, GOLD_RULE)
+UNIFORM, ADAPTIVE, CONTROL_RULE = "uniform", "adaptive", "control"
+# "gold" is reserved in the vote export for a rule serving positive gold pairs.
+REASONS = (UNIFORM, ADAPTIVE, CONTROL_RULE, "gold")
 REJECTION_TRIES = 16
 
 
@@ -135,7 +135,7 @@ def adaptive_rule(design: Design, share: float,
 
 
 def pooled_rule(design: Design, reason: str, kind: str, share: float) -> Rule:
-    """A uniform draw among the pairs of the variants of one kind (control, gold)."""
+    """A uniform draw among the pairs of the variants of one kind (the control)."""
     rule = Rule(reason, share)
     members = [i for i in design.of_kind(kind) if design.by_variant[i]]
     for i in members:
@@ -146,13 +146,11 @@ def pooled_rule(design: Design, reason: str, kind: str, share: float) -> Rule:
 
 
 def make_allocation(design: Design, *, control_share: float, adaptive_share: float,
-                    gold_share: float = 0.0,
                     focus: dict[tuple[int, int], float] | None = None) -> Allocation:
     """Return the mixture for these shares. A rule with nothing to draw gives its share
     to the others, in proportion."""
-    real_share = max(0.0, 1.0 - control_share - gold_share)
+    real_share = max(0.0, 1.0 - control_share)
     rules = [pooled_rule(design, CONTROL_RULE, CONTROL, control_share),
-             pooled_rule(design, GOLD_RULE, GOLD, gold_share),
              adaptive_rule(design, real_share * adaptive_share, focus)
              if len(design.real()) > 1 else Rule(ADAPTIVE, 0.0),
              uniform_rule(design, real_share * (1.0 - adaptive_share))]

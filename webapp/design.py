@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-REAL, CONTROL, GOLD = "real", "control", "gold"
+REAL, CONTROL = "real", "control"
 
 
 @dataclass
@@ -19,14 +19,14 @@ class Design:
     """Variants (in a fixed order), cells, and each variant's query -> cell map."""
 
     variant_ids: list[int]
-    kinds: list[str]  # REAL, CONTROL or GOLD, per variant
+    kinds: list[str]  # REAL or CONTROL, per variant
     cells: list[tuple[int, int]] = field(default_factory=list)
     cell_index: dict[tuple[int, int], int] = field(default_factory=dict)
     by_variant: list[dict[int, int]] = field(default_factory=list)  # query -> cell
     pair_ids: dict[tuple[int, int], int] = field(default_factory=dict)  # (variant, cell) -> pair
 
     def real(self) -> list[int]:
-        """Return the positions of the real variants (ranked; never control or gold)."""
+        """Return the positions of the real variants (ranked; never the control)."""
         return [i for i, k in enumerate(self.kinds) if k == REAL]
 
     def of_kind(self, kind: str) -> list[int]:

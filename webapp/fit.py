@@ -25,7 +25,7 @@ from . import estimates, voters
 from .allocation import make_allocation
 from .design import CONTROL, REAL, Design, build_design
 from .extensions import db
-from .models import FitResult, Pair, Variant, Vote, utcnow
+from .models import FitResult, Image, Pair, Variant, Vote, utcnow
 
 logger = logging.getLogger(__name__)
 EXCLUDED_LISTED = 200  # voters listed in the team view (the most active first)
@@ -81,6 +81,20 @@ def negative_gold(design: Design) -> np.ndarray:
     return gold
 
 
+def positive_gold(design: Design) -> np.ndarray:
+    """Return, per cell, whether it is positive gold: a real variant's match of the same
+    product as its query (both images carry one item_id, docs/build-format.md)."""
+    images = {q for q, _ in design.cells} | {m for _, m in design.cells}
+    item = dict(db.session.execute(sa.select(Image.id, Image.item_id)
+                                   .where(Image.item_id.is_not(None))).all()) if images else {}
+    gold = np.zeros(len(design.cells), dtype=bool)
+    for i in design.real():
+        for cell in design.by_variant[i].values():
+            q, m = design.cells[cell]
+            gold[cell] = item.get(q) is not None and item.get(q) == item.get(m)
+    return gold
+
+
 def standing_json(st: estimates.Standing, slugs: list[str]) -> dict:
     """Return a Standing as JSON: per variant slug, and the stopping rule's verdict."""
     rows = {}
@@ -107,13 +121,16 @@ def _num(x: float) -> float | None:
     return round(float(x), 5) if np.isfinite(x) else None
 
 
-def voter_report(votes, design: Design) -> tuple[np.ndarray, dict]:
-    """Fit the voter model; return (mask of judgments kept, report for the team view)."""
+def voter_report(votes, design: Design, positive=None) -> tuple[np.ndarray, dict]:
+    """Fit the voter model; return (mask of judgments kept, report for the team view).
+    `positive`: per cell, positive gold (None: none)."""
     names, voter = np.unique(votes["voter"], return_inverse=True) if len(votes["voter"]) \
         else (np.array([], dtype=object), np.zeros(0, dtype=np.int64))
     on_gold = negative_gold(design)[votes["cell"]]
     records = voters.gold_records(voter, votes["dope"], on_gold, len(names))
     gold = np.where(negative_gold(design), 0, -1)
+    if positive is not None:
+        gold = np.where(positive, 1, gold)
     model = voters.dawid_skene(voter, votes["cell"], votes["dope"].astype(float), gold,
                                len(names)) if len(names) else None
     excluded = [v for v, r in enumerate(records) if r.at_chance()]
@@ -186,7 +203,7 @@ def fit_body(design: Design, slugs: list[str], votes: dict) -> tuple[dict, dict]
     """Return the fit's figures, raw (every judgment) and corrected (voter model), and
     the epoch weights of the allocation it starts."""
     weighted = ~np.isnan(votes["probability"])
-    keep, report = voter_report(votes, design)
+    keep, report = voter_report(votes, design, positive_gold(design))
     weights = estimates.Weights(design)
     epoch_h = load_epoch_weights(votes["epoch"], design)
     out = {"judgments": int(len(votes["id"])), "legacy_judgments": int((~weighted).sum()),

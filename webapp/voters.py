@@ -76,7 +76,8 @@ def dawid_skene(voter: np.ndarray, cell: np.ndarray, y: np.ndarray, gold: np.nda
     dopes = np.bincount(cell, weights=y, minlength=cells)
     q = np.where(gold >= 0, gold, (dopes + 1) / (seen + 2)).astype(float)  # majority start
     previous, iterations = -np.inf, 0
-    for iterations in range(1, MAX_ITERATIONS + 1):
+    while iterations < MAX_ITERATIONS:
+        iterations += 1
         qv = q[cell]
         s = (np.bincount(voter, weights=qv * y, minlength=voters) + PRIOR - 1) / \
             (np.bincount(voter, weights=qv, minlength=voters) + 2 * (PRIOR - 1))

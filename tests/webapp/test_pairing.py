@@ -1,5 +1,4 @@
 import json
-import random
 
 import pytest
 import sqlalchemy as sa
@@ -70,6 +69,28 @@ def test_identical_image_pairs_are_shown_once(tmp_path):
     client = app.test_client()
     statuses = [client.get("/api/pair").status_code for _ in range(5)]
     assert statuses == [200, 200, 200, 404, 404]
+
+
+def test_one_vote_counts_for_every_variant_returning_its_image_pair(tmp_path):
+    build = write_build(tmp_path / "b", n_queries=3)
+    lines = [json.loads(line) for line in (build / "pairs.jsonl").read_text().splitlines()]
+    shared = {p["query_id"]: p["match_id"] for p in lines if p["variant"] == lines[0]["variant"]}
+    for p in lines:  # every real variant picks the first one's match; the control differs
+        if p["variant"] != "random":
+            p["match_id"] = shared[p["query_id"]]
+    (build / "pairs.jsonl").write_text("".join(json.dumps(p) + "\n" for p in lines))
+    app = make_loaded_app(tmp_path, build)
+    client = app.test_client()
+    pair = client.get("/api/pair")
+    assert client.post("/api/vote", json={"token": pair.json["token"],
+                                          "verdict": "dope"}).status_code == 201
+    with app.app_context():
+        rows = db.session.execute(sa.select(Variant.slug, Variant.control, Variant.judged_dope,
+                                            Variant.dope_count)).all()
+    real = [r for r in rows if not r.control]
+    assert len(real) > 1 and all(r.judged_dope == 1 for r in real)  # pooled: every one
+    assert sum(r.dope_count for r in rows) == 1  # served: the one whose pair it was
+    assert all(r.judged_dope == 0 for r in rows if r.control)
 
 
 def test_control_share_one_serves_the_control_first(tmp_path, build_dir):

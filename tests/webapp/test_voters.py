@@ -81,3 +81,20 @@ def test_few_gold_votes_are_not_enough_to_exclude():
     assert record.at_chance()
     mean, sd = record.contrast()
     assert abs(mean) < 0.05 and sd < 0.06
+
+
+def test_positive_gold_pins_sensitivity():
+    """Cells known good (the same product) are fixed at z = 1: a voter who says nope to
+    all of them gets a low sensitivity however the rest is labelled."""
+    voter, cell, y, gold, truth, kinds = crowd(seed=3, votes_each=200)
+    rng = np.random.default_rng(3)
+    positive = (gold < 0) & (rng.random(len(gold)) < 0.2)
+    gold = np.where(positive, 1, gold)
+    contrarian = len(kinds)
+    extra = np.flatnonzero(positive)[:40]
+    voter = np.concatenate([voter, np.full(len(extra), contrarian)])
+    cell = np.concatenate([cell, extra])
+    y = np.concatenate([y, np.zeros(len(extra), dtype=int)])
+    fit = voters.dawid_skene(voter, cell, y.astype(float), gold, len(kinds) + 1)
+    assert fit.sensitivity[contrarian] < 0.1
+    assert (fit.good[positive] == 1).all()
