@@ -19,10 +19,13 @@ times a Pareto(`alpha`) draw, capped at `max_votes`), whatever its type, so the
 mix's shares are shares of voters and, in expectation, of votes. Decision times are
 log-normal. Everything is drawn from one seeded generator: a seed gives one crowd.
 
-`campaign` plays the game offline, choosing pairs as the web app does today
-(webapp/pairing.py): the random control first with probability `control_share`,
-else the real variants from fewest judgments up (ties at random), then a random pair
-the voter has not seen (neither that variant's query nor that image pair).
+`campaign` plays the game offline with the balanced allocation the web app used
+before its adaptive one (docs/statistics.md): the random control first with
+probability `control_share`, else the real variants from fewest judgments up (ties
+at random), then a random pair the voter has not seen (neither that variant's query
+nor that image pair). Its votes carry no served probability. The web app's own
+allocation, replayed offline, is in bench/allocation.py (the engine never imports
+the web app).
 """
 
 from __future__ import annotations
@@ -271,7 +274,7 @@ def truth_report(judged: JudgedBuild, taste: Taste) -> dict:
 # ---------------------------------------------------------------- the game, offline
 
 class GameChooser:
-    """Choose pairs as webapp/pairing.py does, counting judgments per variant."""
+    """Choose pairs in balance (fewest judgments first), counting judgments per variant."""
 
     def __init__(self, judged: JudgedBuild, control_share: float, rng: random.Random):
         self.judged, self.control_share, self.rng = judged, control_share, rng

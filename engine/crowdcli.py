@@ -186,7 +186,7 @@ def echo_play(judged, result) -> None:
 @usage_errors
 def plan(build_dir: Path, taste: str, mix: dict | None, campaigns: int, max_votes: int,
          seed: int, out: Path | None) -> None:
-    """How many votes until today's leaderboard separates the true best from the second?"""
+    """How many votes until a Wilson interval separates the true best from the second?"""
     from engine.crowdplan import plan_campaign
 
     judged, taste_obj, population = _judged(build_dir, taste, mix)

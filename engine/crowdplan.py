@@ -1,8 +1,10 @@
-"""How many votes will a campaign need? Simulated campaigns against today's leaderboard.
+"""How many votes will a campaign need? Simulated campaigns with a fixed-sample rule.
 
-The leaderboard (webapp/ranking.py) shows a Wilson 95% interval per variant; the
-team reads the top as settled when the leader's interval lies wholly above the
-runner-up's. Here, an honest crowd with a known taste plays seeded campaigns offline
+The leaderboard used to show a Wilson 95% interval per variant, and the team read
+the top as settled when the leader's interval lay wholly above the runner-up's
+(watched after every vote, that rule stops early too often: docs/crowd.md). The
+board's anytime-valid rule and adaptive allocation are simulated by
+bench/allocation.py instead. Here, an honest crowd with a known taste plays seeded campaigns offline
 (engine.crowd.campaign) and we note, per campaign, the first vote after which the
 true best variant's interval clears the true second's. The engine never imports the
 web app, so the interval is written again here; a test checks the two agree.

@@ -494,3 +494,11 @@ def test_sqlite_connection_is_kept_per_thread_and_left_clean(loaded):
     t.join()
     assert other and other[0] is not first
     assert loaded.test_client().get("/api/pair").status_code == 200  # no lock was left
+
+
+def test_before_any_vote_the_control_sits_below_the_variants(loaded, client):
+    board = client.get("/api/leaderboard").json
+    assert board["variants"][-1]["control"] is True
+    real = [v for v in board["variants"] if not v["control"]]
+    assert all((v["rank_low"], v["rank_high"]) == (1, len(real)) for v in real)
+    assert all((v["ci_low"], v["ci_high"]) == (0.0, 1.0) for v in board["variants"])
