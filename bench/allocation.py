@@ -100,7 +100,8 @@ def play(build, taste_name, mix, adaptive_share, seed, max_votes, check, *, stop
 
     alloc = refresh(None)
     tally = ledger
-    log = {"cell": [], "voter": [], "dope": [], "probability": [], "kind": [], "epoch": []}
+    log = {"cell": [], "voter": [], "dope": [], "probability": [], "kind": [], "epoch": [],
+           "origin": []}
     cast, settled, st = 0, None, None
     while cast < max_votes and settled is None:
         voter = new_voter(population, rng)
@@ -123,7 +124,10 @@ def play(build, taste_name, mix, adaptive_share, seed, max_votes, check, *, stop
                 for key, value in (("cell", cell), ("voter", voter.ident),
                                    ("dope", int(verdict == "dope")),
                                    ("probability", alloc.probability[cell]),
-                                   ("kind", voter.kind), ("epoch", len(epoch_h) - 1)):
+                                   ("kind", voter.kind), ("epoch", len(epoch_h) - 1),
+                                   # The adversary is one script on one address.
+                                   ("origin", "adversary" if voter.kind == "adversary"
+                                    else voter.ident)):
                     log[key].append(value)
             if cast % check == 0:
                 st = estimates.standing(design, ledger if epochs else ledger.total,
@@ -133,7 +137,7 @@ def play(build, taste_name, mix, adaptive_share, seed, max_votes, check, *, stop
                     break
                 if adaptive_share > 0:
                     alloc = refresh(st.focus())
-    arrays = {k: np.array(v, dtype=object if k in ("voter", "kind") else None)
+    arrays = {k: np.array(v, dtype=object if k in ("voter", "kind", "origin") else None)
               for k, v in log.items()}
     return Played(settled if stop else st, cast, arrays, epoch_h)
 

@@ -47,7 +47,8 @@ def spearman(a: list[float], b: list[float]) -> float:
 
 
 def figures(design, judgments, epoch_h) -> tuple[list[float], list[float], int]:
-    """Return (raw pooled rate, corrected estimate) per real variant, and exclusions;
+    """Return (raw pooled rate, corrected estimate) per real variant, and how many
+    voters and origins were excluded;
     corrected as webapp/fit.py computes it (voter model, epochs, weights)."""
     real = design.real()
     cells = judgments["cell"].astype(int)
@@ -57,13 +58,14 @@ def figures(design, judgments, epoch_h) -> tuple[list[float], list[float], int]:
         mine = np.isin(cells, list(design.by_variant[i].values()))
         raw.append(float(dope[mine].mean()) if mine.any() else float("nan"))
     votes = {"cell": cells, "dope": dope, "voter": judgments["voter"],
+             "origin": judgments["origin"],
              "probability": judgments["probability"].astype(float),
              "id": np.arange(len(cells)), "epoch": judgments["epoch"].astype(int)}
     keep, report = voter_report(votes, design)
     weights = estimates.Weights(design)
     ledger = ledger_of(weights, votes, keep, dict(enumerate(epoch_h)))
     st = estimates.standing(design, ledger, weights=weights, seed=len(cells))
-    return raw, st.estimate, report["excluded"]
+    return raw, st.estimate, report["excluded"] + report["excluded_origins"]
 
 
 def one(job) -> dict:

@@ -127,6 +127,8 @@ def adaptive_rule(design: Design, share: float,
             usable[(i, j)] = (weight, queries)
     total = sum(w for w, _ in usable.values())
     for (i, j), (weight, queries) in usable.items():
+        # Even odds between the two (top-two's beta = 1/2: on the tuning seeds a leader
+        # share of 1 / (1 + sqrt(challengers)) did no better).
         each = weight / total / len(queries) / 2
         for q in queries:
             rule.add(i, design.by_variant[i][q], each)

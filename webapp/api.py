@@ -117,7 +117,8 @@ _ISSUE_TOKEN = fastsql.Prepared(sa.insert(IssuedToken).values(
     pair_id=sa.bindparam("b_pair"), issued_at=_NOW, used=False,
     reason=sa.bindparam("b_reason", type_=sa.String()),
     probability=sa.bindparam("b_probability", type_=sa.Float()),
-    fit_id=sa.bindparam("b_fit", type_=sa.Integer())))
+    fit_id=sa.bindparam("b_fit", type_=sa.Integer()),
+    origin=sa.bindparam("b_origin", type_=sa.String())))
 
 
 def create_voter(voter_id: str) -> None:
@@ -174,13 +175,14 @@ def check_pair_rate(voter_id: str, tokens_ever: int) -> None:
                    retry_after=round(_retry_after(oldest), 3))
 
 
-def issue_token(voter_id: str, chosen: Chosen) -> str:
+def issue_token(voter_id: str, chosen: Chosen, origin: str | None = None) -> str:
     """Store a fresh single-use token for the voter and the chosen pair, with the rule
-    that chose it and its probability (committed); return its nonce."""
+    that chose it, its probability and the client's origin (committed); return its
+    nonce."""
     nonce = new_voter_id()
     params = {"b_nonce": nonce, "b_voter": voter_id, "b_pair": chosen.id, "b_now": utcnow(),
               "b_reason": chosen.reason, "b_probability": chosen.probability,
-              "b_fit": chosen.fit_id}
+              "b_fit": chosen.fit_id, "b_origin": origin}
     conn = fastsql.connection()
     try:
         _ISSUE_TOKEN.execute(conn, params)
@@ -223,7 +225,8 @@ def serve_pair(voter_id: str, root: str, address: str | None) -> dict:
     # Last before the token, in its transaction: the address's budget is spent only
     # for a pair that is served, and SQLite's write lock is held for the least time.
     check_address("pair", address)
-    nonce = issue_token(voter_id, chosen)
+    nonce = issue_token(voter_id, chosen,
+                        limits.origin(current_app.config["SECRET_KEY"], address))
     return {
         "token": make_pair_token(nonce, voter_id),
         "query": {"url": image_url(chosen.query_file, root)},
@@ -315,11 +318,11 @@ _READY = sa.bindparam("b_ready", type_=_DATETIME)
 # racing requests with one token, one inserts and the other breaks the unique
 # token_nonce (or, on SQLite, which serialises writers, finds the token used).
 _VOTE_COLUMNS = ["pair_id", "variant_id", "voter_id", "verdict", "decision_ms", "created_at",
-                 "token_nonce", "reason", "probability", "fit_id"]
+                 "token_nonce", "reason", "probability", "fit_id", "origin"]
 _INSERT_VOTE = fastsql.Prepared(sa.insert(Vote).from_select(_VOTE_COLUMNS, sa.select(
     Pair.id, Pair.variant_id, IssuedToken.voter_id, sa.bindparam("b_verdict", type_=sa.String()),
     sa.bindparam("b_ms", type_=sa.Integer()), _NOW, IssuedToken.nonce, IssuedToken.reason,
-    IssuedToken.probability, IssuedToken.fit_id)
+    IssuedToken.probability, IssuedToken.fit_id, IssuedToken.origin)
     .join(Pair, Pair.id == IssuedToken.pair_id)
     .where(IssuedToken.nonce == sa.bindparam("b_nonce"),
            IssuedToken.voter_id == sa.bindparam("b_voter"),

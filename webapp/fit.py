@@ -52,10 +52,10 @@ def load_votes(cell_of: dict[int, int]) -> dict[str, np.ndarray]:
     probability (NaN for votes from before probabilities were recorded)."""
     rows = db.session.execute(
         sa.select(Vote.id, Vote.pair_id, Vote.voter_id, Vote.verdict, Vote.probability,
-                  Vote.fit_id)
+                  Vote.fit_id, Vote.origin)
         .where(Vote.verdict != "skip").order_by(Vote.id).execution_options(yield_per=20000))
-    ids, cells, who, dope, prob, epoch = [], [], [], [], [], []
-    for vote_id, pair_id, voter_id, verdict, probability, fit_id in rows:
+    ids, cells, who, dope, prob, epoch, origin = [], [], [], [], [], [], []
+    for vote_id, pair_id, voter_id, verdict, probability, fit_id, source in rows:
         cell = cell_of.get(pair_id)
         if cell is None:
             continue
@@ -65,7 +65,9 @@ def load_votes(cell_of: dict[int, int]) -> dict[str, np.ndarray]:
         dope.append(verdict == "dope")
         prob.append(np.nan if probability is None else probability)
         epoch.append(0 if fit_id is None else fit_id)
-    return {"id": np.array(ids, dtype=np.int64), "cell": np.array(cells, dtype=np.int64),
+        origin.append(source)
+    return {"origin": np.array(origin, dtype=object), "id": np.array(ids, dtype=np.int64),
+            "cell": np.array(cells, dtype=np.int64),
             "voter": np.array(who, dtype=object), "dope": np.array(dope, dtype=np.int64),
             "probability": np.array(prob, dtype=float),
             "epoch": np.array(epoch, dtype=np.int64)}
@@ -121,11 +123,64 @@ def _num(x: float) -> float | None:
     return round(float(x), 5) if np.isfinite(x) else None
 
 
-def voter_report(votes, design: Design, positive=None) -> tuple[np.ndarray, dict]:
+def _groups(labels) -> tuple[np.ndarray, np.ndarray]:
+    if len(labels):
+        return np.unique(labels, return_inverse=True)
+    return np.array([], dtype=object), np.zeros(0, dtype=np.int64)
+
+
+def membership(design: Design, cells: np.ndarray) -> np.ndarray:
+    """Return judgments x real variants: whether each judged cell is the variant's."""
+    table = np.zeros((len(design.cells), len(design.real())), dtype=bool)
+    for k, i in enumerate(design.real()):
+        table[list(design.by_variant[i].values()), k] = True
+    return table[cells]
+
+
+def origin_report(votes, voter: np.ndarray, on_gold: np.ndarray, design: Design,
+                  slugs=None) -> tuple[np.ndarray, list]:
+    """Return (mask of judgments from excluded origins, rows for the team view).
+
+    Votes are grouped by origin (a keyed hash of the client address) as well as by
+    voter: a script that drops its cookie every few votes is many voters with little
+    evidence each, but one origin with a lot. An origin is excluded when it is shared
+    by two voters or more and at chance on gold, or when its votes follow one variant
+    rather than the pictures (voters.targeting). Votes without an origin stand for
+    their voter."""
+    labels = np.array([o if o is not None else f"voter:{v}"
+                       for o, v in zip(votes["origin"], voter, strict=True)], dtype=object)
+    names, origin = _groups(labels)
+    records = voters.gold_records(origin, votes["dope"], on_gold, len(names))
+    distinct = np.unique(np.stack([origin, voter]), axis=1) if len(voter) \
+        else np.zeros((2, 0), dtype=np.int64)
+    voters_per = np.bincount(distinct[0], minlength=len(names))
+    z, column = voters.targeting(origin, votes["cell"], votes["dope"].astype(float),
+                                 membership(design, votes["cell"]), len(names))
+    real = design.real()
+    why = {}
+    for o, r in enumerate(records):
+        if z[o] > voters.Z_TARGETING:
+            target = (slugs or design.variant_ids)[real[column[o]]]
+            why[o] = f"follows {target} (z = {z[o]:.1f})"
+        elif voters_per[o] >= 2 and not str(names[o]).startswith("voter:") and r.at_chance():
+            why[o] = "at chance on gold"
+    bad = list(why)
+    rows = []
+    for o in sorted(bad, key=lambda o: -(records[o].gold_votes + records[o].other_votes))[
+            :EXCLUDED_LISTED]:
+        r, (j, sd) = records[o], records[o].contrast()
+        rows.append({"origin": str(names[o])[:12], "voters": int(voters_per[o]), "why": why[o],
+                     "votes": r.gold_votes + r.other_votes, "gold_votes": r.gold_votes,
+                     "gold_dopes": r.gold_dopes, "other_votes": r.other_votes,
+                     "other_dopes": r.other_dopes, "contrast": round(j, 3),
+                     "contrast_sd": round(sd, 3)})
+    return np.isin(origin, bad), rows
+
+
+def voter_report(votes, design: Design, positive=None, slugs=None) -> tuple[np.ndarray, dict]:
     """Fit the voter model; return (mask of judgments kept, report for the team view).
-    `positive`: per cell, positive gold (None: none)."""
-    names, voter = np.unique(votes["voter"], return_inverse=True) if len(votes["voter"]) \
-        else (np.array([], dtype=object), np.zeros(0, dtype=np.int64))
+    `positive`: per cell, positive gold (None: none); `slugs`: variant names."""
+    names, voter = _groups(votes["voter"])
     on_gold = negative_gold(design)[votes["cell"]]
     records = voters.gold_records(voter, votes["dope"], on_gold, len(names))
     gold = np.where(negative_gold(design), 0, -1)
@@ -134,7 +189,9 @@ def voter_report(votes, design: Design, positive=None) -> tuple[np.ndarray, dict
     model = voters.dawid_skene(voter, votes["cell"], votes["dope"].astype(float), gold,
                                len(names)) if len(names) else None
     excluded = [v for v, r in enumerate(records) if r.at_chance()]
-    keep = ~np.isin(voter, excluded)
+    by_origin, origin_rows = origin_report(votes, voter, on_gold, design, slugs) \
+        if "origin" in votes else (np.zeros(len(voter), dtype=bool), [])
+    keep = ~np.isin(voter, excluded) & ~by_origin
     listed = sorted(excluded, key=lambda v: -(records[v].gold_votes + records[v].other_votes))
     rows = []
     for v in listed[:EXCLUDED_LISTED]:
@@ -147,6 +204,7 @@ def voter_report(votes, design: Design, positive=None) -> tuple[np.ndarray, dict
                      "sensitivity": round(float(model.sensitivity[v]), 3),
                      "specificity": round(float(model.specificity[v]), 3)})
     return keep, {"voters": len(names), "excluded": len(excluded),
+                  "excluded_origins": len(origin_rows), "listed_origins": origin_rows,
                   "excluded_judgments": int((~keep).sum()), "listed": rows,
                   "rule": f"excluded when P(gold contrast > {voters.J_MIN}) < 5%",
                   "prevalence": round(model.prevalence, 4) if model else None}
@@ -203,7 +261,7 @@ def fit_body(design: Design, slugs: list[str], votes: dict) -> tuple[dict, dict]
     """Return the fit's figures, raw (every judgment) and corrected (voter model), and
     the epoch weights of the allocation it starts."""
     weighted = ~np.isnan(votes["probability"])
-    keep, report = voter_report(votes, design, positive_gold(design))
+    keep, report = voter_report(votes, design, positive_gold(design), slugs)
     weights = estimates.Weights(design)
     epoch_h = load_epoch_weights(votes["epoch"], design)
     out = {"judgments": int(len(votes["id"])), "legacy_judgments": int((~weighted).sum()),

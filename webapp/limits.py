@@ -20,6 +20,8 @@ Kinds and their settings (config.py; all per address):
 from __future__ import annotations
 
 import functools
+import hashlib
+import hmac
 import ipaddress
 import time
 
@@ -85,6 +87,20 @@ def address_key(address: str | None) -> str:
             return str(ip.ipv4_mapped)
         return str(ipaddress.ip_network(f"{ip}/64", strict=False))
     return str(ip)
+
+
+def origin(secret, address: str | None) -> str:
+    """Return a keyed hash of the client's address as the limits count it (16 hex
+    digits): what the voter model groups votes by to see one address behind many
+    cookies. The address itself is never stored."""
+    raw = secret.encode() if isinstance(secret, str) else bytes(secret)
+    return _origin(raw, address_key(address))
+
+
+@functools.lru_cache(maxsize=4096)
+def _origin(secret: bytes, key: str) -> str:
+    return hmac.new(hmac.digest(secret, b"dope-origin", hashlib.sha256), key.encode(),
+                    hashlib.sha256).hexdigest()[:16]
 
 
 def _params(config, kind: str, address: str | None, now: float) -> dict | None:

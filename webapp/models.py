@@ -140,6 +140,8 @@ class IssuedToken(db.Model):
     # The fit whose allocation drew the pair (None: none yet); not a foreign key, so
     # fits may be pruned.
     fit_id: so.Mapped[int | None]
+    # A keyed hash of the client's address (webapp/limits.py, origin), never the address.
+    origin: so.Mapped[str | None] = so.mapped_column(sa.String(16))
 
     pair: so.Mapped[Pair] = so.relationship()
 
@@ -166,6 +168,7 @@ class Vote(db.Model):
     reason: so.Mapped[str | None] = so.mapped_column(sa.String(12))
     probability: so.Mapped[float | None] = so.mapped_column(sa.Float)
     fit_id: so.Mapped[int | None]
+    origin: so.Mapped[str | None] = so.mapped_column(sa.String(16))
 
     pair: so.Mapped[Pair] = so.relationship()
     variant: so.Mapped[Variant] = so.relationship()

@@ -132,3 +132,46 @@ def gold_records(voter: np.ndarray, y: np.ndarray, on_gold: np.ndarray,
     yf = y.astype(float)
     return [GoldRecord(*(int(x) for x in values)) for values in zip(
         count(gold), count(gold, yf), count(~gold), count(~gold, yf), strict=True)]
+
+
+Z_TARGETING = 4.5  # per variant; many voters times seven variants stay below it by chance
+MIN_TARGETING_VOTES = 30
+
+
+def targeting(group: np.ndarray, cell: np.ndarray, y: np.ndarray, member: np.ndarray,
+              groups: int) -> tuple[np.ndarray, np.ndarray]:
+    """Return (the largest |z| per group, the variant column where it is) of a test
+    for voting that follows one variant rather than the pictures.
+
+    Each judgment's residual is y minus the cell's approval among everyone else (the
+    group's own votes left out, Beta(1, 1) prior). A voter's leniency moves all its
+    residuals alike; an adversary pushing one variant has positive residuals on that
+    variant's cells and negative ones elsewhere. z for group g and variant v compares
+    g's mean residual on v's cells (`member`: judgments x variants, whether the cell
+    is the variant's) with g's mean residual overall. Groups with fewer than
+    MIN_TARGETING_VOTES judgments get 0."""
+    n = len(cell)
+    if n == 0:
+        return np.zeros(groups), np.zeros(groups, dtype=int)
+    cells = int(cell.max()) + 1
+    key = group.astype(np.int64) * cells + cell
+    _, pair_index, per_pair = np.unique(key, return_inverse=True, return_counts=True)
+    pair_dopes = np.bincount(pair_index, weights=y)
+    cell_judged = np.bincount(cell, minlength=cells)
+    cell_dopes = np.bincount(cell, weights=y, minlength=cells)
+    others = cell_judged[cell] - per_pair[pair_index]
+    theta = (cell_dopes[cell] - pair_dopes[pair_index] + 1) / (others + 2)
+    resid, var = y - theta, theta * (1 - theta)
+    size = np.bincount(group, minlength=groups)
+    mean = np.bincount(group, weights=resid, minlength=groups) / np.maximum(size, 1)
+    best, where = np.zeros(groups), np.zeros(groups, dtype=int)
+    for v in range(member.shape[1]):
+        m = member[:, v].astype(float)
+        s = np.bincount(group, weights=resid * m, minlength=groups)
+        k = np.bincount(group, weights=m, minlength=groups)
+        w = np.bincount(group, weights=var * m, minlength=groups)
+        z = np.where(w > 0, (s - mean * k) / np.sqrt(np.maximum(w, 1e-12)), 0.0)
+        z = np.where(size >= MIN_TARGETING_VOTES, np.abs(z), 0.0)
+        better = z > best
+        best, where = np.where(better, z, best), np.where(better, v, where)
+    return best, where

@@ -5,7 +5,8 @@ image pair for that query (docs/statistics.md): variant gains judged_* counters,
 kept by the vote trigger, which goes on counting the votes served for the variant
 itself in *_count. An issued token and its vote record the rule that chose the pair
 (uniform, adaptive, control, gold), the probability it had, and the fit whose
-allocation drew it (its epoch, docs/statistics.md). fit_result keeps the
+allocation drew it (its epoch, docs/statistics.md), and a keyed hash of the client's
+address (origin), which the voter model groups by. fit_result keeps the
 periodic fit's figures (webapp/fit.py), which the leaderboard reads. The counters
 are recounted from the votes on the way up.
 
@@ -114,6 +115,7 @@ def upgrade():
         op.add_column(table, sa.Column("reason", sa.String(length=12), nullable=True))
         op.add_column(table, sa.Column("probability", sa.Float(), nullable=True))
         op.add_column(table, sa.Column("fit_id", sa.Integer(), nullable=True))
+        op.add_column(table, sa.Column("origin", sa.String(length=16), nullable=True))
     op.create_table(
         "fit_result",
         sa.Column("id", sa.Integer(), nullable=False),
@@ -134,7 +136,7 @@ def downgrade():
     _run(DROP)  # first: the trigger names the columns that go
     op.drop_table("fit_result")
     for table in ("vote", "issued_token"):
-        for column in ("fit_id", "probability", "reason"):
+        for column in ("origin", "fit_id", "probability", "reason"):
             op.execute(f"ALTER TABLE {table} DROP COLUMN {column}")
     for verdict in ("skip", "nope", "dope"):
         op.execute(f"ALTER TABLE variant DROP COLUMN judged_{verdict}")

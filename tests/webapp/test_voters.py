@@ -98,3 +98,31 @@ def test_positive_gold_pins_sensitivity():
     fit = voters.dawid_skene(voter, cell, y.astype(float), gold, len(kinds) + 1)
     assert fit.sensitivity[contrarian] < 0.1
     assert (fit.good[positive] == 1).all()
+
+
+def test_targeting_flags_a_voter_who_follows_one_variant_not_a_lenient_one():
+    """Cells belong to one of four variants; honest voters (some lenient, some strict)
+    follow the cells' approval; one group says dope exactly on variant 2's cells."""
+    rng = np.random.default_rng(5)
+    n_cells, groups = 400, 41
+    variant = rng.integers(0, 4, n_cells)
+    theta = rng.uniform(0.2, 0.8, n_cells)
+    member = np.eye(4, dtype=bool)[variant]
+    g, c, y = [], [], []
+    for k in range(groups):
+        shift = rng.normal(0, 1.0)  # leniency on the logit scale
+        for cell in rng.choice(n_cells, size=120, replace=False):
+            if k == groups - 1:
+                vote = int(variant[cell] == 2)
+            else:
+                p = 1 / (1 + np.exp(-(np.log(theta[cell] / (1 - theta[cell])) + shift)))
+                vote = int(rng.random() < p)
+            g.append(k)
+            c.append(cell)
+            y.append(vote)
+    g, c, y = np.array(g), np.array(c), np.array(y, dtype=float)
+    z, column = voters.targeting(g, c, y, member[c], groups)
+    assert z[-1] > voters.Z_TARGETING and column[-1] == 2
+    assert (z[:-1] < voters.Z_TARGETING).all()
+    few = voters.targeting(g[:10], c[:10], y[:10], member[c[:10]], groups)[0]
+    assert (few == 0).all()  # below MIN_TARGETING_VOTES nothing is judged
