@@ -126,21 +126,32 @@ def wait_seconds(row, p: dict) -> float:
 def take(config, kind: str, address: str | None) -> float | None:
     """Spend one request of `kind` for `address` in the current transaction.
 
-    Return None when allowed, else the seconds to wait (nothing was spent)."""
+    Return None when allowed, else the seconds to wait (nothing was spent). A refusal
+    is only given when the bucket, read after the failed update, cannot pay: an update
+    that lost a race with another worker's (its clock read before the other's
+    commit) is tried again with a fresh clock, twice at most."""
     p = _params(config, kind, address, time.time())
     if p is None:
         return None
     conn = fastsql.connection()
-    # fetchall: a DML statement with RETURNING is finished only once its rows are read.
-    if _SPEND.execute(conn, p).fetchall():
-        return None
-    row = _READ.execute(conn, {"b_key": p["b_key"]}).fetchone()
-    if row is None:  # a new address; or another worker's first request won the insert
-        if _FIRST[db.engine.dialect.name].execute(conn, p).fetchall() \
-                or _SPEND.execute(conn, p).fetchall():
+    for _ in range(SPEND_TRIES):
+        # fetchall: a DML statement with RETURNING is finished only once its rows are read.
+        if _SPEND.execute(conn, p).fetchall():
             return None
         row = _READ.execute(conn, {"b_key": p["b_key"]}).fetchone()
-    return max(wait_seconds(row, p), 0.001) if row is not None else 0.001
+        if row is None:  # a new address; or another worker's first request won the insert
+            if _FIRST[db.engine.dialect.name].execute(conn, p).fetchall() \
+                    or _SPEND.execute(conn, p).fetchall():
+                return None
+            row = _READ.execute(conn, {"b_key": p["b_key"]}).fetchone()
+        wait = wait_seconds(row, p) if row is not None else 0.0
+        if wait > 0:
+            return wait
+        p["b_now"] = time.time()
+    return 0.001
+
+
+SPEND_TRIES = 3
 
 
 def blocked(config, kind: str, address: str | None) -> float | None:
