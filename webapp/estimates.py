@@ -417,10 +417,12 @@ def standing(design: Design, source, *, alpha: float = ALPHA, epsilon: float = E
     estimate = [r[0] for r in rows]
     low, high = [r[1] for r in rows], [r[2] for r in rows]
     p_best = posterior_best(weights, t, real, seed) if t.n else [1.0 / k] * len(real)
-    # The leader is the likeliest best: the posterior pools every cell, where a single
-    # variant's weighted estimate uses only its own cells. (Any choice keeps the rule
-    # valid: its error needs a miss of an interval that contains the true best.)
-    leader = real[int(np.argmax(p_best))] if t.n and real else None
+    # The leader is the best weighted estimate. Not the likeliest best: the posterior
+    # shrinks thinly judged cells towards the overall rate, so a variant the adaptive
+    # rule has neglected looks worse than it is, and stays neglected (on the tuning
+    # seeds the estimate's leader stopped sooner). Any choice keeps the rule valid:
+    # its error needs a miss of an interval that contains the true best.
+    leader = real[int(np.nanargmax(estimate))] if t.n and real else None
     settled, tied, margins, gaps = False, [], {}, {}
     if leader is not None and len(real) > 1:
         others = [i for i in real if i != leader]
