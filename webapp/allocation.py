@@ -1,16 +1,15 @@
-"""Which pair next: a mixture of four rules, each pair drawn with a known probability.
+"""Which pair next: a mixture of three rules, each pair drawn with a known probability.
 
 - `control` (share DOPE_CONTROL_SHARE): a random pair of the random control. It is
   negative gold and never chosen by the adaptive rule.
 - of the rest, a share DOPE_ADAPTIVE_SHARE is `adaptive`: a top-two rule for
-  epsilon-best identification, EB-TCe (Jourdan, Degenne and Kaufmann, "An
-  epsilon-best-arm identification algorithm for fixed-confidence and beyond",
-  NeurIPS 2023, with its guarantee there). The newest fit names the leader (the
-  likeliest best) and the challenger, the variant with the smallest transportation
-  cost (leader - challenger + epsilon) / standard error: the comparison furthest
-  from settled. The rule draws a query where the two return different matches,
-  uniformly, then the leader's or the challenger's pair, even odds (top-two's
-  beta = 1/2). Before any fit every ordered pair of real variants is as likely;
+  epsilon-best identification. The newest fit names the leader (the best weighted
+  estimate) and weighs each comparison with it that is not yet settled by how hard
+  it is (estimates.Standing.focus); the rule draws a (leader, challenger) pair by
+  those weights, a query where the two return different matches, uniformly, then
+  the leader's or the challenger's pair, even odds (top-two's beta = 1/2). Before
+  any fit every ordered pair of real variants is as likely. docs/statistics.md says
+  how it stands to top-two Thompson sampling and EB-TCe, tried first;
 - the rest is `uniform`: a real variant uniformly, then one of its queries uniformly.
 
 Every cell (image pair) therefore has a probability of being drawn, the sum over the
