@@ -28,11 +28,10 @@ import itertools
 import random
 from dataclasses import dataclass, field
 
-from .design import CONTROL, Design
+from .design import CONTROL, REAL, Design
 
+# The vote export also reserves "gold", for a rule serving positive gold pairs.
 UNIFORM, ADAPTIVE, CONTROL_RULE = "uniform", "adaptive", "control"
-# "gold" is reserved in the vote export for a rule serving positive gold pairs.
-REASONS = (UNIFORM, ADAPTIVE, CONTROL_RULE, "gold")
 REJECTION_TRIES = 16
 
 
@@ -99,16 +98,6 @@ def _mass(rule: Rule, k: int) -> float:
     return rule.cumulative[k] - (rule.cumulative[k - 1] if k else 0.0)
 
 
-def uniform_rule(design: Design, share: float) -> Rule:
-    rule = Rule(UNIFORM, share)
-    real = [i for i in design.real() if design.by_variant[i]]
-    for i in real:
-        queries = design.by_variant[i]
-        for cell in queries.values():
-            rule.add(i, cell, 1.0 / (len(real) * len(queries)))
-    return rule
-
-
 def adaptive_rule(design: Design, share: float,
                   focus: dict[tuple[int, int], float] | None) -> Rule:
     """The top-two rule over (leader, challenger) pairs of design positions with their
@@ -136,7 +125,8 @@ def adaptive_rule(design: Design, share: float,
 
 
 def pooled_rule(design: Design, reason: str, kind: str, share: float) -> Rule:
-    """A uniform draw among the pairs of the variants of one kind (the control)."""
+    """A variant of one kind uniformly, then one of its queries uniformly: the control
+    rule (kind CONTROL) and the uniform one (kind REAL)."""
     rule = Rule(reason, share)
     members = [i for i in design.of_kind(kind) if design.by_variant[i]]
     for i in members:
@@ -152,9 +142,8 @@ def make_allocation(design: Design, *, control_share: float, adaptive_share: flo
     to the others, in proportion."""
     real_share = max(0.0, 1.0 - control_share)
     rules = [pooled_rule(design, CONTROL_RULE, CONTROL, control_share),
-             adaptive_rule(design, real_share * adaptive_share, focus)
-             if len(design.real()) > 1 else Rule(ADAPTIVE, 0.0),
-             uniform_rule(design, real_share * (1.0 - adaptive_share))]
+             adaptive_rule(design, real_share * adaptive_share, focus),
+             pooled_rule(design, UNIFORM, REAL, real_share * (1.0 - adaptive_share))]
     rules = [r for r in rules if r.outcomes and r.share > 0]
     total = sum(r.share for r in rules)
     probability = [0.0] * len(design.cells)

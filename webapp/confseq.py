@@ -39,13 +39,6 @@ def radius(t: float, alpha: float, t_star: float = T_STAR) -> float:
                      * math.log(math.sqrt(t * rho2 + 1) / alpha))
 
 
-def interval(mean: float, sd: float, t: float, alpha: float,
-             t_star: float = T_STAR) -> tuple[float, float]:
-    """Return the confidence sequence's interval after t observations."""
-    half = sd * radius(t, alpha, t_star)
-    return mean - half, mean + half
-
-
 def weighted_radius(v: float, h1: float, h2: float, alpha: float,
                     t_star: float = T_STAR) -> float:
     """Return the half-width for an h-weighted mean sum(h Z) / sum(h): the same normal

@@ -35,11 +35,6 @@ class Design:
     def position(self, variant_id: int) -> int:
         return self.variant_ids.index(variant_id)
 
-    def variants_returning(self, cell: int) -> list[int]:
-        """Return the positions of every variant that returns this cell."""
-        query = self.cells[cell][0]
-        return [i for i, cells in enumerate(self.by_variant) if cells.get(query) == cell]
-
     def differing(self, i: int, j: int) -> list[int]:
         """Return the queries both variants answer, and answer differently."""
         a, b = self.by_variant[i], self.by_variant[j]

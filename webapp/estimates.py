@@ -211,15 +211,6 @@ def mean_and_sd(weights: np.ndarray, t: Tally,
     return mean, (v / t.n) ** 0.5
 
 
-def interval(weights, t: Tally, alpha: float) -> tuple[float, float, float]:
-    """Return (estimate, low, high): the confidence sequence at this many judgments."""
-    mean, sd = mean_and_sd(weights, t)
-    if t.n == 0:
-        return mean, -np.inf, np.inf
-    low, high = confseq.interval(mean, sd, t.n, alpha)
-    return mean, low, high
-
-
 class Ledger:
     """Judgments in epochs: each epoch is drawn by one allocation, and every weight
     vector has its own weight h for the epoch, fixed when the epoch starts (so the
@@ -256,9 +247,7 @@ class Ledger:
         self.h = dict(h)
 
     def keys(self) -> list[tuple]:
-        real = self.weights.design.real()
-        return [("v", i) for i in range(len(self.weights.design.variant_ids))] + \
-            [("d", i, j) for i in real for j in real if i < j]
+        return vector_keys(self.weights.design)
 
     def sums(self, key: tuple) -> Sums:
         """The sums of a vector: folded epochs plus the open one."""
@@ -267,13 +256,19 @@ class Ledger:
         return self.folded.get(key, Sums()).plus(open_)
 
 
+def vector_keys(design: Design) -> list[tuple]:
+    """Every weight vector a Ledger keeps: ("v", i) per variant, ("d", i, j) per pair of
+    real variants, i < j (the other order is its negation)."""
+    real = design.real()
+    return [("v", i) for i in range(len(design.variant_ids))] + \
+        [("d", i, j) for i in real for j in real if i < j]
+
+
 def vector_masses(weights: Weights, probability: list[float]) -> dict[tuple, float]:
     """Return each vector's probability mass (of the cells it weighs) under an allocation."""
     pi = np.asarray(probability)
-    real = weights.design.real()
-    keys = [("v", i) for i in range(len(weights.design.variant_ids))] + \
-        [("d", i, j) for i in real for j in real if i < j]
-    return {key: float(pi[weights.vector(key) != 0].sum()) for key in keys}
+    return {key: float(pi[weights.vector(key) != 0].sum())
+            for key in vector_keys(weights.design)}
 
 
 def epoch_weights(weights: Weights, probability: list[float],
@@ -379,11 +374,11 @@ def vector_interval(source, weights: Weights, key: tuple,
 
 
 def compare_leader(weights: Weights, source, leader: int, others: list[int], alpha: float,
-                   epsilon: float, gaps: dict) -> tuple[bool, list[int], dict]:
-    """Return (settled, tied, margins) of the leader against each other variant: settled
-    when every difference's lower bound is above -epsilon; tied: those whose lower
-    bound is not above 0."""
-    margins, settled, tied = {}, _tally(source).n >= MIN_JUDGMENTS, []
+                   epsilon: float) -> tuple[bool, list[int], dict, dict]:
+    """Return (settled, tied, margins, gaps) of the leader against each other variant:
+    settled when every difference's lower bound is above -epsilon; tied: those whose
+    lower bound is not above 0; gaps: the differences' estimates."""
+    margins, gaps, settled, tied = {}, {}, _tally(source).n >= MIN_JUDGMENTS, []
     for j in others:
         if weights.design.shared(leader, j) == 0:
             margins[j] = (-np.inf, np.inf)
@@ -395,7 +390,7 @@ def compare_leader(weights: Weights, source, leader: int, others: list[int], alp
         settled = settled and low > -epsilon
         if low <= 0:
             tied.append(j)
-    return settled, tied, margins
+    return settled, tied, margins, gaps
 
 
 def standing(design: Design, source, *, alpha: float = ALPHA, epsilon: float = EPSILON,
@@ -426,7 +421,7 @@ def standing(design: Design, source, *, alpha: float = ALPHA, epsilon: float = E
     settled, tied, margins, gaps = False, [], {}, {}
     if leader is not None and len(real) > 1:
         others = [i for i in real if i != leader]
-        settled, tied, margins = compare_leader(weights, source, leader, others,
-                                                alpha / (len(real) - 1), epsilon, gaps)
+        settled, tied, margins, gaps = compare_leader(weights, source, leader, others,
+                                                      alpha / (len(real) - 1), epsilon)
     return Standing(real, estimate, low, high, rank_ranges(low, high), p_best, leader,
                     settled, tied if settled else [], margins, gaps)

@@ -86,9 +86,8 @@ def negative_gold(design: Design) -> np.ndarray:
 def positive_gold(design: Design) -> np.ndarray:
     """Return, per cell, whether it is positive gold: a real variant's match of the same
     product as its query (both images carry one item_id, docs/build-format.md)."""
-    images = {q for q, _ in design.cells} | {m for _, m in design.cells}
     item = dict(db.session.execute(sa.select(Image.id, Image.item_id)
-                                   .where(Image.item_id.is_not(None))).all()) if images else {}
+                                   .where(Image.item_id.is_not(None))).all())
     gold = np.zeros(len(design.cells), dtype=bool)
     for i in design.real():
         for cell in design.by_variant[i].values():
@@ -114,7 +113,7 @@ def reference_json(design: Design, t: estimates.Tally, weights: estimates.Weight
     """Return the control's estimate and interval (a reference row: no rank)."""
     out = {}
     for i in design.of_kind(CONTROL):
-        estimate, low, high = estimates.interval(weights.w[i], t, estimates.ALPHA)
+        estimate, low, high = estimates.vector_interval(t, weights, ("v", i), estimates.ALPHA)
         out[slugs[i]] = {"estimate": _num(estimate), "ci_low": _num(low), "ci_high": _num(high)}
     return out
 
@@ -131,10 +130,16 @@ def _groups(labels) -> tuple[np.ndarray, np.ndarray]:
 
 def membership(design: Design, cells: np.ndarray) -> np.ndarray:
     """Return judgments x real variants: whether each judged cell is the variant's."""
-    table = np.zeros((len(design.cells), len(design.real())), dtype=bool)
-    for k, i in enumerate(design.real()):
-        table[list(design.by_variant[i].values()), k] = True
-    return table[cells]
+    return (estimates.variant_weights(design)[design.real()] != 0).T[cells]
+
+
+def gold_row(record: voters.GoldRecord) -> dict:
+    """The team view's evidence for one excluded voter or origin."""
+    contrast, sd = record.contrast()
+    return {"votes": record.gold_votes + record.other_votes, "gold_votes": record.gold_votes,
+            "gold_dopes": record.gold_dopes, "other_votes": record.other_votes,
+            "other_dopes": record.other_dopes, "contrast": round(contrast, 3),
+            "contrast_sd": round(sd, 3)}
 
 
 def origin_report(votes, voter: np.ndarray, on_gold: np.ndarray, design: Design,
@@ -165,25 +170,25 @@ def origin_report(votes, voter: np.ndarray, on_gold: np.ndarray, design: Design,
         elif voters_per[o] >= 2 and not str(names[o]).startswith("voter:") and r.at_chance():
             why[o] = "at chance on gold"
     bad = list(why)
-    rows = []
-    for o in sorted(bad, key=lambda o: -(records[o].gold_votes + records[o].other_votes))[
-            :EXCLUDED_LISTED]:
-        r, (j, sd) = records[o], records[o].contrast()
-        rows.append({"origin": str(names[o])[:12], "voters": int(voters_per[o]), "why": why[o],
-                     "votes": r.gold_votes + r.other_votes, "gold_votes": r.gold_votes,
-                     "gold_dopes": r.gold_dopes, "other_votes": r.other_votes,
-                     "other_dopes": r.other_dopes, "contrast": round(j, 3),
-                     "contrast_sd": round(sd, 3)})
+    rows = [{"origin": str(names[o])[:12], "voters": int(voters_per[o]), "why": why[o],
+             **gold_row(records[o])} for o in most_active(bad, records)]
     return np.isin(origin, bad), rows
+
+
+def most_active(indices: list[int], records: list) -> list[int]:
+    """The first EXCLUDED_LISTED of indices, most judgments first."""
+    return sorted(indices, key=lambda i: -(records[i].gold_votes + records[i].other_votes))[
+        :EXCLUDED_LISTED]
 
 
 def voter_report(votes, design: Design, positive=None, slugs=None) -> tuple[np.ndarray, dict]:
     """Fit the voter model; return (mask of judgments kept, report for the team view).
     `positive`: per cell, positive gold (None: none); `slugs`: variant names."""
     names, voter = _groups(votes["voter"])
-    on_gold = negative_gold(design)[votes["cell"]]
+    negative = negative_gold(design)
+    on_gold = negative[votes["cell"]]
     records = voters.gold_records(voter, votes["dope"], on_gold, len(names))
-    gold = np.where(negative_gold(design), 0, -1)
+    gold = np.where(negative, 0, -1)
     if positive is not None:
         gold = np.where(positive, 1, gold)
     model = voters.dawid_skene(voter, votes["cell"], votes["dope"].astype(float), gold,
@@ -192,17 +197,11 @@ def voter_report(votes, design: Design, positive=None, slugs=None) -> tuple[np.n
     by_origin, origin_rows = origin_report(votes, voter, on_gold, design, slugs) \
         if "origin" in votes else (np.zeros(len(voter), dtype=bool), [])
     keep = ~np.isin(voter, excluded) & ~by_origin
-    listed = sorted(excluded, key=lambda v: -(records[v].gold_votes + records[v].other_votes))
-    rows = []
-    for v in listed[:EXCLUDED_LISTED]:
-        r, (j, sd) = records[v], records[v].contrast()
-        rows.append({"voter": hashlib.sha256(str(names[v]).encode()).hexdigest()[:12],
-                     "votes": r.gold_votes + r.other_votes, "gold_votes": r.gold_votes,
-                     "gold_dopes": r.gold_dopes, "other_votes": r.other_votes,
-                     "other_dopes": r.other_dopes, "contrast": round(j, 3),
-                     "contrast_sd": round(sd, 3),
-                     "sensitivity": round(float(model.sensitivity[v]), 3),
-                     "specificity": round(float(model.specificity[v]), 3)})
+    rows = [{"voter": hashlib.sha256(str(names[v]).encode()).hexdigest()[:12],
+             **gold_row(records[v]),
+             "sensitivity": round(float(model.sensitivity[v]), 3),
+             "specificity": round(float(model.specificity[v]), 3)}
+            for v in most_active(excluded, records)]
     return keep, {"voters": len(names), "excluded": len(excluded),
                   "excluded_origins": len(origin_rows), "listed_origins": origin_rows,
                   "excluded_judgments": int((~keep).sum()), "listed": rows,
@@ -303,21 +302,21 @@ def latest_fit() -> tuple[FitResult | None, dict | None]:
 _RUNNING = threading.Lock()
 
 
-def needs_fit(row: FitResult | None) -> bool:
-    """True when votes came in after the newest fit and it is older than the interval."""
+def needs_fit(row: FitResult | None, last_vote: int) -> bool:
+    """True when votes came in after the newest fit (the newest vote id is `last_vote`)
+    and it is older than the interval."""
     interval = current_app.config["DOPE_FIT_INTERVAL"]
     if interval <= 0:
         return False
     if row is not None and row.created_at > utcnow() - timedelta(seconds=interval):
         return False
-    last = db.session.scalar(sa.select(sa.func.max(Vote.id))) or 0
-    return last > (row.last_vote_id if row is not None else 0)
+    return last_vote > (row.last_vote_id if row is not None else 0)
 
 
-def maybe_refit(row: FitResult | None) -> bool:
+def maybe_refit(row: FitResult | None, last_vote: int) -> bool:
     """Start a fit in a background thread of this worker when one is due; return
     whether one was started."""
-    if not needs_fit(row) or not _RUNNING.acquire(blocking=False):
+    if not needs_fit(row, last_vote) or not _RUNNING.acquire(blocking=False):
         return False
     app = current_app._get_current_object()
     threading.Thread(target=_fit_in_background, args=(app,), daemon=True).start()

@@ -42,8 +42,6 @@ def variant_row(v, fit: dict | None) -> dict:
            "served": v.dope_count + v.nope_count, "offline_accuracy": v.offline_accuracy,
            "control": bool(v.control), "parent": v.parent_slug, "round": v.round}
     row.update(_corrected(fit, v.slug, bool(v.control)))
-    if not v.control and row["rank_low"] is None:
-        row["rank_low"], row["rank_high"] = 1, None  # filled in below
     return row
 
 
@@ -73,8 +71,8 @@ def leaderboard() -> dict:
     rows = sorted((variant_row(v, fit) for v in variants), key=_sort_key)
     real = [r for r in rows if not r["control"]]
     for r in real:
-        if r["rank_high"] is None:
-            r["rank_high"] = len(real)
+        if r["rank_low"] is None:  # not in the fit yet: any place
+            r["rank_low"], r["rank_high"] = 1, len(real)
     corrected = (fit or {}).get("corrected", {})
     leader, tied = corrected.get("leader"), corrected.get("tied_with", [])
     last_vote = db.session.scalar(sa.select(sa.func.max(Vote.id))) or 0
@@ -92,6 +90,7 @@ def leaderboard() -> dict:
         "fit": fit_summary(row, fit, last_vote),
         "_fit_row": row,
         "_fit": fit,
+        "_last_vote": last_vote,
     }
 
 
@@ -144,7 +143,7 @@ def recount_votes() -> int:
 @bp.get("/leaderboard")
 def page():
     board = leaderboard()
-    fitting.maybe_refit(board["_fit_row"])
+    fitting.maybe_refit(board["_fit_row"], board["_last_vote"])
     names = {row["slug"]: row["name"] for row in board["variants"]}
     return render_template("leaderboard.html", board=public(board), names=names)
 
@@ -152,7 +151,7 @@ def page():
 @bp.get("/api/leaderboard")
 def api():
     board = leaderboard()
-    fitting.maybe_refit(board["_fit_row"])
+    fitting.maybe_refit(board["_fit_row"], board["_last_vote"])
     response = jsonify(public(board))
     response.headers["Cache-Control"] = "no-store"
     return response
