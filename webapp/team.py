@@ -26,6 +26,7 @@ from flask import (
 )
 
 from . import fastsql, limits
+from . import fit as fitting
 from .compare import compare_on_shared
 from .export import csv_lines, jsonl_lines
 from .extensions import db
@@ -63,6 +64,7 @@ def page():
     if not session.get("team"):
         return render_template("team_login.html", disabled=False)
     board = leaderboard()
+    fitting.maybe_refit(board["_fit_row"], board["_last_vote"])
     slugs = [v["slug"] for v in board["variants"]]
     a, b = request.args.get("a"), request.args.get("b")
     chosen = (a, b) if a in slugs and b in slugs and a != b else None
