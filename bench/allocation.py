@@ -85,8 +85,8 @@ def play(build, taste_name, mix, adaptive_share, seed, max_votes, check, *, stop
                                           adaptive_share=adaptive_share, focus=focus)
 
     weights = estimates.Weights(design)
-    uniform = allocate(None) if adaptive_share == 0 else allocation.make_allocation(
-        design, control_share=control_share, adaptive_share=0.0)
+    uniform = allocation.make_allocation(design, control_share=control_share,
+                                         adaptive_share=0.0)
     ledger = estimates.Ledger(weights)
     epoch_h = []
 
@@ -99,7 +99,6 @@ def play(build, taste_name, mix, adaptive_share, seed, max_votes, check, *, stop
         return new
 
     alloc = refresh(None)
-    tally = ledger
     log = {"cell": [], "voter": [], "dope": [], "probability": [], "kind": [], "epoch": [],
            "origin": []}
     cast, settled, st = 0, None, None
@@ -120,7 +119,7 @@ def play(build, taste_name, mix, adaptive_share, seed, max_votes, check, *, stop
             voter.cast += 1
             cast += 1
             if verdict != "skip":
-                tally.add(cell, verdict == "dope", alloc.probability[cell])
+                ledger.add(cell, verdict == "dope", alloc.probability[cell])
                 for key, value in (("cell", cell), ("voter", voter.ident),
                                    ("dope", int(verdict == "dope")),
                                    ("probability", alloc.probability[cell]),
