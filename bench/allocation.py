@@ -1,8 +1,8 @@
 """Adaptive against uniform allocation, with the leaderboard's stopping rule, offline.
 
-The simulated crowd (engine.crowd) votes on the default build; pairs are drawn by the
-web app's own allocation (webapp/allocation.py) and every judgment is pooled and
-weighted as the leaderboard's fit does (webapp/estimates.py). Every `--check` votes
+The simulated crowd (engine.crowd.simulate) votes on the default build; pairs are drawn by the
+web app's own allocation (webapp/stats/allocation.py) and every judgment is pooled and
+weighted as the leaderboard's fit does (webapp/stats/estimates.py). Every `--check` votes
 the standing is recomputed (and, for the adaptive rule, the allocation redrawn from
 its probabilities of being best, as the periodic fit does); a campaign stops when
 the standing is settled, and is right when the variant it names is within epsilon
@@ -33,11 +33,11 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # bench/engine.py would shadow the engine package
 
-from engine.builddir import read_build  # noqa: E402, I001
-from engine.crowd import Population, judge_build, new_ident, new_voter, resolve_target  # noqa: E402
-from engine.taste import load_taste  # noqa: E402
-from webapp import allocation, estimates  # noqa: E402
-from webapp.design import CONTROL, REAL, build_design  # noqa: E402
+from engine.formats.builddir import read_build  # noqa: E402, I001
+from engine.crowd.simulate import Population, judge_build, new_ident, new_voter, resolve_target  # noqa: E402
+from engine.crowd.taste import load_taste  # noqa: E402
+from webapp.stats import allocation, estimates, standings  # noqa: E402
+from webapp.stats.design import CONTROL, REAL, build_design  # noqa: E402
 
 _JUDGED = {}
 
@@ -65,7 +65,7 @@ def judged_for(build: str, taste_name: str, mix: dict):
 class Played:
     """One simulated campaign: its last standing, when it stopped, and every judgment."""
 
-    standing: estimates.Standing | None
+    standing: standings.Standing | None
     votes: int
     judgments: dict  # arrays: cell, voter (identity), dope, probability, kind, epoch
     epoch_h: list  # each epoch's weights h (estimates.Ledger)
@@ -129,7 +129,7 @@ def play(build, taste_name, mix, adaptive_share, seed, max_votes, check, *, stop
                                     else voter.ident)):
                     log[key].append(value)
             if cast % check == 0:
-                st = estimates.standing(design, ledger if epochs else ledger.total,
+                st = standings.standing(design, ledger if epochs else ledger.total,
                                         weights=weights, seed=cast)
                 if stop and st.settled:
                     settled = st
@@ -153,7 +153,7 @@ def run_campaign(build, taste_name, mix, adaptive_share, seed, max_votes, check,
            "votes": played.votes, "settled": result is not None}
     if result is not None:
         named = slugs[result.leader]
-        out.update(named=named, correct=judged.truth[named] >= best - estimates.EPSILON,
+        out.update(named=named, correct=judged.truth[named] >= best - standings.EPSILON,
                    tied_with=[slugs[j] for j in result.tied_with])
     return out
 

@@ -6,7 +6,7 @@ truth (the honest voters' approval):
 
 - raw: each real variant's pooled dope rate, every voter counted (the counts);
 - corrected: the leaderboard's estimate: inverse-probability weighted, without the
-  voters at chance on the negative gold (webapp/fit.py's voter model).
+  voters at chance on the negative gold (webapp/jobs/fit.py's voter model).
 
     python bench/crowd_quality.py mixed --taste category --mix honest=0.7,yes=0.2,random=0.1 \
         --seeds 0-19 --votes 20000 [--out bench-mixed.json]
@@ -36,9 +36,10 @@ sys.path.append(str(ROOT / "bench"))
 
 import allocation as sim  # noqa: E402  (bench/allocation.py)
 
-from engine.crowd import resolve_target  # noqa: E402
-from webapp import estimates  # noqa: E402
-from webapp.fit import ledger_of, voter_report  # noqa: E402
+from engine.crowd.simulate import resolve_target  # noqa: E402
+from webapp.stats import estimates, standings  # noqa: E402
+from webapp.stats.exclusion import voter_report  # noqa: E402
+from webapp.stats.fitting import ledger_of  # noqa: E402
 
 
 def spearman(a: list[float], b: list[float]) -> float:
@@ -49,7 +50,7 @@ def spearman(a: list[float], b: list[float]) -> float:
 def figures(design, judgments, epoch_h) -> tuple[list[float], list[float], int]:
     """Return (raw pooled rate, corrected estimate) per real variant, and how many
     voters and origins were excluded;
-    corrected as webapp/fit.py computes it (voter model, epochs, weights)."""
+    corrected as webapp/jobs/fit.py computes it (voter model, epochs, weights)."""
     real = design.real()
     cells = judgments["cell"].astype(int)
     dope = judgments["dope"].astype(int)
@@ -64,7 +65,7 @@ def figures(design, judgments, epoch_h) -> tuple[list[float], list[float], int]:
     keep, report = voter_report(votes, design)
     weights = estimates.Weights(design)
     ledger = ledger_of(weights, votes, keep, dict(enumerate(epoch_h)))
-    st = estimates.standing(design, ledger, weights=weights, seed=len(cells))
+    st = standings.standing(design, ledger, weights=weights, seed=len(cells))
     return raw, st.estimate, report["excluded"] + report["excluded_origins"]
 
 
@@ -82,7 +83,7 @@ def one(job) -> dict:
         named = slugs[int(np.nanargmax(values))]
         out[name] = {"spearman": round(spearman(values, truth), 4),
                      "names_best": judged.truth[named] == best,
-                     "names_epsilon_best": judged.truth[named] >= best - estimates.EPSILON}
+                     "names_epsilon_best": judged.truth[named] >= best - standings.EPSILON}
     if experiment == "adversary":
         target = resolve_target(judged, population)
         k = slugs.index(target)

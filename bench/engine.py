@@ -24,8 +24,8 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from engine import networks  # noqa: E402
-from engine.features import (  # noqa: E402
+from engine.nets import networks  # noqa: E402
+from engine.nets.features import (  # noqa: E402
     bf16_autocast,
     build_model,
     image_loader,
@@ -74,8 +74,14 @@ def bench_extraction(images, network: str, size: int, device: torch.device,
 def bench_search(features: np.ndarray, n_queries: int, device: str, n_trees: int,
                  seed: int) -> list[dict]:
     """Time exact vs Annoy top-10 search per metric and measure their agreement."""
-    from engine.index import agreement, annoy_search, build_annoy, exact_search, metric_vectors
-    from engine.pairs import default_search_k
+    from engine.builder.index import (
+        agreement,
+        annoy_search,
+        build_annoy,
+        exact_search,
+        metric_vectors,
+    )
+    from engine.builder.pairs import default_search_k
 
     query_rows = np.arange(n_queries)
     catalog_rows = np.arange(n_queries, len(features))

@@ -35,11 +35,12 @@ TASTES = ("category", "tone", "pattern", "look")
 
 def one_run(build: Path, taste_name: str, n: int, seed: int, mix: dict, work: Path,
             pool_seed: int) -> dict:
-    from engine.builddir import read_build
-    from engine.challenger import retrain
-    from engine.crowd import Population, campaign, export_votes, judge_build
-    from engine.taste import load_taste
-    from engine.votes import write_votes
+    from engine.crowd.campaign import campaign, export_votes
+    from engine.crowd.simulate import Population, judge_build
+    from engine.crowd.taste import load_taste
+    from engine.formats.builddir import read_build
+    from engine.formats.votes import write_votes
+    from engine.retrain.challenger import retrain
 
     taste = load_taste(taste_name)
     population = Population.from_taste(taste, mix)
@@ -83,7 +84,7 @@ def summary(runs: list[dict]) -> list[str]:
 
 
 def main(argv=None) -> dict:
-    from engine.crowd import parse_mix
+    from engine.crowd.simulate import parse_mix
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--build", type=Path, default=ROOT / "build" / "default")

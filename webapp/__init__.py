@@ -2,24 +2,17 @@
 
 from __future__ import annotations
 
-import logging
 import os
 from pathlib import Path
 
-from flask import Flask, jsonify, render_template, request
-from flask.sessions import SecureCookieSessionInterface
-from werkzeug.exceptions import HTTPException, InternalServerError
+from flask import Flask
 
-from . import config as config_module
-from . import fastsql
-from .extensions import db, migrate
-
-logger = logging.getLogger(__name__)
+from webapp import config as config_module
+from webapp.extensions import db, migrate
+from webapp.http import SessionInterface, register_error_handlers, security_headers
+from webapp.play import fastsql
 
 ROOT = Path(__file__).resolve().parent.parent
-# Everything is served from here; style attributes draw the leaderboard bars.
-CSP = ("default-src 'self'; img-src 'self' data:; style-src 'self' 'unsafe-inline'; "
-       "object-src 'none'; base-uri 'self'; form-action 'self'; frame-ancestors 'none'")
 
 
 def create_app(test_config=None):
@@ -38,21 +31,21 @@ def create_app(test_config=None):
     fastsql.init_app(app)
     migrate.init_app(app, db, directory=str(ROOT / "migrations"))
 
-    from . import api, game, leaderboard, team
+    from webapp.views import api, game, leaderboard, team
     app.register_blueprint(game.bp)
     app.register_blueprint(api.bp)
     app.register_blueprint(leaderboard.bp)
     app.register_blueprint(team.bp)
 
-    from . import cli
+    from webapp import cli
     cli.init_app(app)
 
-    from .tokens import csrf_token
+    from webapp.play.tokens import csrf_token
     app.jinja_env.globals["csrf_token"] = csrf_token
     register_error_handlers(app)
     app.after_request(security_headers)
     app.session_interface = SessionInterface()
-    from . import fastpath
+    from webapp.play import fastpath
     fastpath.init_app(app)
     proxies = app.config["DOPE_TRUSTED_PROXIES"]
     if proxies > 0:
@@ -61,59 +54,3 @@ def create_app(test_config=None):
 
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=proxies, x_proto=proxies)
     return app
-
-
-SECURITY_HEADERS = (("Content-Security-Policy", CSP), ("X-Content-Type-Options", "nosniff"),
-                    ("Referrer-Policy", "same-origin"), ("X-Frame-Options", "DENY"))
-
-
-def security_headers(response):
-    """Add headers that keep pages from being framed, sniffed or fed foreign code.
-
-    A view that set one of them keeps its own (one pass over the headers, not four).
-    """
-    headers = response.headers
-    present = {name.lower() for name, _ in headers.items()}
-    for name, value in SECURITY_HEADERS:
-        if name.lower() not in present:
-            headers.add(name, value)
-    return response
-
-
-class SessionInterface(SecureCookieSessionInterface):
-    """Flask's signed-cookie session, with the signing serializer built once per key.
-
-    Flask builds it on every request, cookie or not (a JSON round trip to test the
-    serializer, a key derivation); voters carry no Flask session at all.
-    """
-
-    def get_signing_serializer(self, app: Flask):
-        key = (app.secret_key, tuple(app.config.get("SECRET_KEY_FALLBACKS") or ()))
-        cached = app.extensions.get("dope_session_serializer")
-        if cached is None or cached[0] != key:
-            cached = app.extensions["dope_session_serializer"] = (
-                key, super().get_signing_serializer(app))
-        return cached[1]
-
-
-def _wants_json() -> bool:
-    return request.path.startswith("/api/")
-
-
-def register_error_handlers(app: Flask) -> None:
-    """Answer API errors in JSON and page errors with templates/error.html."""
-
-    @app.errorhandler(HTTPException)
-    def http_error(exc: HTTPException):
-        if _wants_json():
-            body = {"error": (exc.name or "error").lower().replace(" ", "_"),
-                    "message": exc.description}
-            return jsonify(body), exc.code
-        return render_template("error.html", code=exc.code, name=exc.name,
-                               message=exc.description), exc.code
-
-    @app.errorhandler(Exception)
-    def server_error(exc: Exception):
-        db.session.rollback()
-        logger.exception("Unhandled error on %s %s", request.method, request.path)
-        return http_error(InternalServerError())

@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-import json
 import time
 
 import click
 from flask import current_app
 from flask.cli import with_appcontext
 
-from .builds import BuildError, import_build
-from .export import csv_lines, jsonl_lines
-from .fit import run_fit
-from .leaderboard import recount_votes
+from webapp.jobs.builds import BuildError, import_build
+from webapp.jobs.export import csv_lines, jsonl_lines
+from webapp.jobs.fit import run_fit
+from webapp.jobs.fit_store import StoredFit
+from webapp.jobs.recount import recount_votes
 
 
 @click.command("import-build")
@@ -33,7 +33,7 @@ def import_build_command(directory: str) -> None:
 
 
 def describe_fit(row) -> str:
-    body = json.loads(row.body)
+    body = StoredFit.of_row(row).body
     corrected = body["corrected"]
     state = "settled" if corrected["settled"] else "not settled"
     return (f"Fit {row.id}: {corrected['judgments']} judgments "

@@ -19,10 +19,10 @@ DEFAULTS = {
     "DOPE_IMAGE_DIR": None,  # instance/images
     "DOPE_CONTROL_SHARE": 0.1,
     # Of the other pairs, the share chosen by the adaptive top-two rule on the newest
-    # fit (webapp/allocation.py); the rest are uniform. Chosen on the tuning seeds of
+    # fit (webapp/stats/allocation.py); the rest are uniform. Chosen on the tuning seeds of
     # bench/allocation.py (docs/benchmarks.md, "Adaptive against uniform").
     "DOPE_ADAPTIVE_SHARE": 0.65,
-    # Seconds between fits (webapp/fit.py) that requests for the leaderboard or team
+    # Seconds between fits (webapp/jobs/fit.py) that requests for the leaderboard or team
     # page start when votes came in since the last; 0: only `flask fit` fits.
     "DOPE_FIT_INTERVAL": 60,
     "DOPE_TOKEN_TTL": 900,  # seconds a pair token stays valid
@@ -32,7 +32,7 @@ DEFAULTS = {
     # A vote sent sooner after its pair than anyone can look at two pictures is refused
     # (429 too_fast, Retry-After: the rest of the interval).
     "DOPE_MIN_DECISION_MS": 300,
-    # Pairs served per client address (webapp/limits.py), and so votes (a vote needs a
+    # Pairs served per client address (webapp/play/limits.py), and so votes (a vote needs a
     # served pair's token): a burst, a sustained rate per second and an hourly cap.
     # About five people at full speed behind one NAT play unhindered; one script
     # dropping its cookie gets ~120 pairs at once, then 2.5 a second, 4,000 an hour.
@@ -49,7 +49,7 @@ DEFAULTS = {
     "DOPE_MAX_BODY_BYTES": 4096,
     "DOPE_TEAM_PASSWORD": None,
     "DOPE_DEMO": False,
-    "DOPE_FAST_PATH": True,  # webapp/fastpath.py; 0 sends every request through Flask
+    "DOPE_FAST_PATH": True,  # webapp/play/fastpath.py; 0 sends every request through Flask
 }
 
 

@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 import sqlalchemy as sa
 import sqlalchemy.orm as so
 
-from .extensions import db
+from webapp.extensions import db
 
 VERDICTS = ("dope", "nope", "skip")
 
@@ -112,7 +112,7 @@ class Voter(db.Model):
 
 
 class RateBucket(db.Model):
-    """One (kind, address)'s request budget (webapp/limits.py): a token bucket and an
+    """One (kind, address)'s request budget (webapp/play/limits.py): a token bucket and an
     hourly count. Times are Unix seconds, so every worker and host shares one clock."""
 
     key: so.Mapped[str] = so.mapped_column(sa.String(80), primary_key=True)
@@ -133,14 +133,14 @@ class IssuedToken(db.Model):
     pair_id: so.Mapped[int] = so.mapped_column(sa.ForeignKey(Pair.id))
     issued_at: so.Mapped[datetime] = so.mapped_column(default=utcnow)
     used: so.Mapped[bool] = so.mapped_column(default=False)
-    # The allocation rule that chose the pair (webapp/allocation.py) and the probability
+    # The allocation rule that chose the pair (webapp/stats/allocation.py) and the probability
     # it gave the image pair; None for tokens from before migration 0006.
     reason: so.Mapped[str | None] = so.mapped_column(sa.String(12))
     probability: so.Mapped[float | None] = so.mapped_column(sa.Float)
     # The fit whose allocation drew the pair (None: none yet); not a foreign key, so
     # fits may be pruned.
     fit_id: so.Mapped[int | None]
-    # A keyed hash of the client's address (webapp/limits.py, origin), never the address.
+    # A keyed hash of the client's address (webapp/play/limits.py, origin), never the address.
     origin: so.Mapped[str | None] = so.mapped_column(sa.String(16))
 
     pair: so.Mapped[Pair] = so.relationship()
@@ -178,14 +178,14 @@ class Vote(db.Model):
 
 
 class FitResult(db.Model):
-    """One run of the periodic fit (webapp/fit.py): its figures as JSON, and the newest
+    """One run of the periodic fit (webapp/jobs/fit.py): its figures as JSON, and the newest
     vote it read. The leaderboard reads the newest row."""
 
     id: so.Mapped[int] = so.mapped_column(primary_key=True)
     created_at: so.Mapped[datetime] = so.mapped_column(default=utcnow)
     last_vote_id: so.Mapped[int]
     body: so.Mapped[str] = so.mapped_column(sa.Text)
-    # The weights h of the epoch its allocation starts (webapp/estimates.py, Ledger):
+    # The weights h of the epoch its allocation starts (webapp/stats/estimates.py, Ledger):
     # {"v:<variant id>" or "d:<id>:<id>": h}, JSON; read by later fits.
     epoch_weights: so.Mapped[str] = so.mapped_column(sa.Text)
 

@@ -28,6 +28,7 @@ from e2e_harness import (
 
 # ---------------------------------------------------------------- builds and servers
 
+
 @pytest.fixture(scope="session")
 def game_build(tmp_path_factory) -> Path:
     """80 queries x 5 variants (4 + the random control): enough for any browser test."""

@@ -19,8 +19,8 @@ import pytest
 import requests
 from e2e_harness import ROOT, flask_cli, running_server
 
-from engine.builddir import read_build
-from engine.votes import read_votes
+from engine.formats.builddir import read_build
+from engine.formats.votes import read_votes
 
 FASHION_MNIST = "/usr/share/datasets/fashion-mnist"
 pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.timeout(900)]

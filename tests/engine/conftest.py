@@ -141,7 +141,8 @@ DIMS = {"pool5": 512, "gap": 1280, "fc6": 4096, "fc7": 4096}
 
 def engine_fake_compute(images, labels, categories, needed, *, image_size, device, batch_size,
                         seed, checkpoint_dir, is_train_mask, **kwargs):
-    """Stand in for engine.train.compute_variant_features: ReLU random projections of pixels."""
+    """Stand in for engine.builder.variant_features.compute_variant_features: ReLU random
+    projections of pixels."""
     pixels = np.stack([np.asarray(images[i].convert("L").resize((28, 28)), np.float32).ravel()
                        for i in range(len(images))]) / 255
     out = {}
@@ -156,7 +157,7 @@ def engine_fake_compute(images, labels, categories, needed, *, image_size, devic
 @pytest.fixture
 def engine_fake_features(monkeypatch):
     """Replace feature extraction and training with fast projections (pipeline tests only)."""
-    fake = types.ModuleType("engine.train")
+    fake = types.ModuleType("engine.builder.variant_features")
     fake.compute_variant_features = engine_fake_compute
-    monkeypatch.setitem(sys.modules, "engine.train", fake)
+    monkeypatch.setitem(sys.modules, "engine.builder.variant_features", fake)
     return fake

@@ -5,8 +5,8 @@ import pytest
 from buildmaker import write_build
 
 from webapp import create_app
-from webapp.builds import import_build
 from webapp.extensions import db
+from webapp.jobs.builds import import_build
 
 # Every limit still runs (its statements too), with budgets no test reaches.
 PERMISSIVE = {"DOPE_MIN_VOTE_INTERVAL_MS": 0, "DOPE_MAX_VOTES_PER_HOUR": 100000,

@@ -4,8 +4,8 @@ from alembic.migration import MigrationContext
 from flask_migrate import downgrade, upgrade
 
 from webapp import create_app
-from webapp.builds import import_build
 from webapp.extensions import db
+from webapp.jobs.builds import import_build
 
 
 def fresh_app(tmp_path):

@@ -1,0 +1,339 @@
+"""Run the engine's stages and write the build directory (docs/build-format.md).
+
+`build()` runs every stage into a temporary directory next to the output and renames
+it into place at the end, so a crashed build never leaves a directory that looks
+complete. The single-stage functions (`extract`, `train`, `index`, `pairs`,
+`evaluate`) work in place on a build directory and chain through its files; the
+engine's own bookkeeping (options, variant set, pixel hashes, timings) lives in
+`engine-state.json`.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import logging
+import time
+from contextlib import contextmanager
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+
+from engine.builder.catalog import Catalog, load_catalog
+from engine.builder.evaluate import evaluate_variants, tsne_plot, write_reports
+from engine.builder.index import build_annoy, load_annoy, metric_vectors
+from engine.builder.pairs import (
+    default_search_k,
+    duplicate_exclusions,
+    load_neighbours,
+    pair_records,
+    random_control,
+    save_neighbours,
+    search_variant,
+    write_pairs,
+)
+from engine.builder.variants import RANDOM, Variant, VariantSet, choose_variant_set, variants_of
+from engine.formats.builddir import (
+    FORMAT_VERSION,
+    Table,
+    atomic_dir,
+    feature_path,
+    load_features,
+    read_table,
+    write_manifest,
+    write_table,
+    write_thumbnail,
+)
+from engine.formats.state import BuildOptions, BuildState, load_state, save_state
+
+logger = logging.getLogger(__name__)
+
+FASHION_NETWORKS = ("vgg16-fashion",)
+
+
+# --- stage bookkeeping ------------------------------------------------------------
+
+@contextmanager
+def timed(state: BuildState, stage: str):
+    """Record a stage's wall time in the state."""
+    t0 = time.perf_counter()
+    yield
+    state.timings[stage] = round(time.perf_counter() - t0, 2)
+    logger.info("Stage %s took %.1f s", stage, state.timings[stage])
+
+
+# --- stages -----------------------------------------------------------------------
+
+def init_build(out: Path, opts: BuildOptions) -> tuple[Catalog, BuildState]:
+    """Load the catalog, choose the variant set, write catalog.csv and the state."""
+    out.mkdir(parents=True, exist_ok=True)
+    vset = choose_variant_set(opts.variants, allow_download=opts.allow_download)
+    t0 = time.perf_counter()
+    catalog = load_catalog(opts.catalog, opts.catalog_path, limit=opts.limit,
+                           queries=opts.queries, seed=opts.seed)
+    state = BuildState(options=asdict(opts), variant_set=_variant_set_dict(vset),
+                       categories=list(catalog.categories), pixel_hash=catalog.pixel_hash,
+                       skipped=[list(s) for s in catalog.skipped])
+    state.timings["catalog"] = round(time.perf_counter() - t0, 2)
+    state.reports["catalog"] = catalog.source | {"skipped_images": len(catalog.skipped)}
+    write_table(out, [{"image_id": r.image_id, "category": r.category, "item_id": r.item_id,
+                       "split": r.split} for r in catalog.rows])
+    save_state(out, state)
+    return catalog, state
+
+
+def _variant_set_dict(vset: VariantSet) -> dict:
+    return {"name": vset.name, "source": vset.source, "reason": vset.reason,
+            "variants": [{"network": v.network, "layer": v.layer, "metric": v.metric,
+                          "label": v.label} for v in vset.variants]}
+
+
+def reopen_catalog(out: Path, state: BuildState) -> Catalog:
+    """Load the build's catalog again from its recorded options; check the rows match."""
+    o = state.build_options
+    catalog = load_catalog(o.catalog, o.catalog_path, limit=o.limit, queries=o.queries,
+                           seed=o.seed)
+    if catalog.image_id != [r["image_id"] for r in read_table(out)]:
+        raise ValueError(f"{out}: the catalog source changed since this build was started; "
+                         "start a new build")
+    return catalog
+
+
+def features_stage(out: Path, catalog: Catalog, state: BuildState, *,
+                   networks: set[str] | None = None) -> None:
+    """Compute the features the variants need (optionally only some networks); save them."""
+    from engine.builder.variant_features import compute_variant_features
+
+    needed = _needed(variants_of(state))
+    if networks is not None:
+        needed = {n: layers for n, layers in needed.items() if n in networks}
+    if not needed:
+        return
+    o = state.build_options
+    (out / "features").mkdir(exist_ok=True)
+    (out / "checkpoints").mkdir(exist_ok=True)
+    extra = {}
+    if "num_workers" in inspect.signature(compute_variant_features).parameters:
+        extra["num_workers"] = o.workers
+    elif o.workers:
+        logger.warning("--workers %d ignored: feature extraction here runs in-process", o.workers)
+    feats, report = compute_variant_features(
+        catalog, catalog.label, catalog.categories, needed, image_size=o.image_size,
+        device=o.device, batch_size=o.batch_size, seed=o.seed,
+        checkpoint_dir=out / "checkpoints", is_train_mask=catalog.split == "catalog",
+        fashion_input=o.fashion_input, allow_download=o.allow_download, **extra)
+    for (network, layer), arr in feats.items():
+        np.save(feature_path(out, f"{network}.{layer}"), np.asarray(arr, dtype=np.float16))
+    # Paths inside the (temporary) build directory are recorded relative to it.
+    report = json.loads(json.dumps(report, default=str).replace(f"{out}/", ""))
+    state.reports.setdefault("features", {}).update(report)
+
+
+def _needed(variants: list[Variant]) -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {}
+    for v in variants:
+        layers = out.setdefault(v.network, [])
+        if v.layer not in layers:
+            layers.append(v.layer)
+    return out
+
+
+def index_stage(out: Path, state: BuildState) -> None:
+    """Build and save one seeded Annoy index per variant."""
+    table = Table.read(out, state)
+    o = state.build_options
+    (out / "indexes").mkdir(exist_ok=True)
+    info = {}
+    for v in variants_of(state):
+        t0 = time.perf_counter()
+        vectors, extra = metric_vectors(load_features(out, v.feature_key), v.metric,
+                                        table.catalog_rows)
+        index = build_annoy(vectors[table.catalog_rows], v.metric, n_trees=o.trees, seed=o.seed)
+        index.save(str(out / "indexes" / f"{v.slug}.ann"))
+        index.unload()
+        info[v.slug] = {"file": f"indexes/{v.slug}.ann", "dims": int(vectors.shape[1]),
+                        "annoy_metric": _annoy_metric(v.metric), "trees": o.trees,
+                        "seed": o.seed, "items": len(table.catalog_rows),
+                        "build_s": round(time.perf_counter() - t0, 2)} | extra
+    state.reports["index"] = info
+
+
+def _annoy_metric(metric: str) -> str:
+    from engine.builder.variants import METRICS
+
+    return METRICS[metric]
+
+
+def pairs_stage(out: Path, state: BuildState) -> list[dict]:
+    """Query every index (checked against exact search), add the control, write pairs."""
+    table = Table.read(out, state)
+    o = state.build_options
+    exclude = duplicate_exclusions(table.pixel_hash, table.query_rows, table.catalog_rows)
+    k = min(o.k, len(table.catalog_rows))
+    search_k = o.search_k or default_search_k(len(table.catalog_rows), k, o.trees)
+    (out / "neighbours").mkdir(exist_ok=True)
+    records, reports = [], {}
+    for v in variants_of(state):
+        vectors, _ = metric_vectors(load_features(out, v.feature_key), v.metric,
+                                    table.catalog_rows)
+        index = load_annoy(out / "indexes" / f"{v.slug}.ann", vectors.shape[1], v.metric)
+        result = search_variant(v.slug, vectors, v.metric, index, catalog_rows=table.catalog_rows,
+                                query_rows=table.query_rows, exclude=exclude, k=k,
+                                search_k=search_k, device=o.device)
+        index.unload()
+        save_neighbours(out / "neighbours" / f"{v.slug}.npz", result)
+        records += pair_records(result, table.query_rows, table.image_id, ranks=o.ranks)
+        reports[v.slug] = result.report
+        logger.info("%s: Annoy top-1 agreement with exact %.4f", v.slug,
+                    result.report["top1_agreement"])
+    control = random_control(table.query_rows, table.catalog_rows, exclude, k=k, seed=o.seed)
+    save_neighbours(out / "neighbours" / "random.npz", control)
+    records += pair_records(control, table.query_rows, table.image_id, ranks=o.ranks)
+    write_pairs(out / "pairs.jsonl", records)
+    state.reports["pairs"] = reports
+    return records
+
+
+def thumbnails_stage(out: Path, catalog: Catalog, records: list[dict]) -> int:
+    """Write thumbnails of the images that appear in pairs; fill catalog.csv's column."""
+    shown = {r["query_id"] for r in records} | {r["match_id"] for r in records}
+    (out / "images").mkdir(exist_ok=True)
+    rows = read_table(out)
+    for i, row in enumerate(rows):
+        row["thumbnail"] = ""
+        if row["image_id"] not in shown:
+            continue
+        row["thumbnail"] = write_thumbnail(out, catalog[i])
+    write_table(out, rows)
+    return len(shown)
+
+
+def evaluate_stage(out: Path, state: BuildState, *, tsne: bool = True) -> dict:
+    """Evaluate every variant and the control; write eval.json, eval.md and tsne/."""
+    table = Table.read(out, state)
+    variants = variants_of(state) + [RANDOM]
+    results = {v.slug: load_neighbours(out / "neighbours" / f"{v.slug}.npz", v.slug)
+               for v in variants}
+    t0 = time.perf_counter()
+    item_ids = table.item_id if any(table.item_id) else None
+    report = {"format_version": FORMAT_VERSION, "variant_set": state.variant_set["name"],
+              "variant_set_reason": state.variant_set["reason"],
+              "counts": {"catalog": len(table.catalog_rows), "queries": len(table.query_rows)},
+              "variants": evaluate_variants(
+                  results, variants, labels=table.labels, categories=state.categories,
+                  query_rows=table.query_rows, catalog_rows=table.catalog_rows,
+                  item_ids=item_ids, index_info=state.reports.get("index"))}
+    if tsne:
+        tsne_maps(out, state, table)
+    state.timings["evaluate"] = round(time.perf_counter() - t0, 2)
+    report["training"] = state.reports.get("features", {})
+    report["timings"] = dict(state.timings)
+    write_reports(out, report)
+    return report
+
+
+def tsne_maps(out: Path, state: BuildState, table: Table) -> None:
+    """Draw one t-SNE PNG per network/layer the variants use."""
+    (out / "tsne").mkdir(exist_ok=True)
+    o = state.build_options
+    for key in dict.fromkeys(v.feature_key for v in variants_of(state)):
+        feats = load_features(out, key)[table.catalog_rows]
+        tsne_plot(feats, table.labels[table.catalog_rows], state.categories,
+                  out / "tsne" / f"{key}.png", title=f"{key} (catalog, t-SNE)", seed=o.seed)
+
+
+def write_build_manifest(out: Path, state: BuildState) -> dict:
+    """Write manifest.json for a build the pipeline made (formats.builddir.write_manifest)."""
+    table = Table.read(out, state)
+    o = state.build_options
+    variants = [v.manifest_entry() for v in variants_of(state)] + [RANDOM.manifest_entry()]
+    return write_manifest(out, {
+        "source": {"catalog": o.catalog, "path": state.reports.get("catalog", {}).get("path"),
+                   "limit": o.limit, "queries": o.queries, "seed": o.seed,
+                   "image_size": o.image_size, "variant_set": state.variant_set["name"],
+                   "variant_set_reason": state.variant_set["reason"]},
+        "counts": {"catalog": len(table.catalog_rows), "queries": len(table.query_rows),
+                   "skipped_images": len(state.skipped)},
+        "categories": state.categories,
+        "variants": variants,
+    })
+
+
+# --- the whole build ----------------------------------------------------------------
+
+def build(out: str | Path, opts: BuildOptions, *, force: bool = False,
+          tsne: bool = True) -> dict:
+    """Run every stage into a temporary directory, then move it to `out`; return the manifest."""
+    out = Path(out)
+    if out.exists() and any(out.iterdir()) and not force:
+        raise ValueError(f"output directory {out} exists and is not empty; "
+                         "pass --force to replace it")
+    try:
+        with atomic_dir(out) as tmp:
+            manifest = _build_into(tmp, opts, tsne=tsne)
+    except BaseException:
+        logger.error("Build failed; the partial directory beside %s was removed", out)
+        raise
+    logger.info("Build written to %s", out)
+    return manifest
+
+
+def _build_into(tmp: Path, opts: BuildOptions, *, tsne: bool) -> dict:
+    t_total = time.perf_counter()
+    catalog, state = init_build(tmp, opts)
+    with timed(state, "features"):
+        features_stage(tmp, catalog, state)
+    with timed(state, "index"):
+        index_stage(tmp, state)
+    with timed(state, "pairs"):
+        records = pairs_stage(tmp, state)
+    with timed(state, "thumbnails"):
+        thumbnails_stage(tmp, catalog, records)
+    state.timings["total_before_evaluate"] = round(time.perf_counter() - t_total, 2)
+    evaluate_stage(tmp, state, tsne=tsne)
+    state.timings["total"] = round(time.perf_counter() - t_total, 2)
+    save_state(tmp, state)
+    return write_build_manifest(tmp, state)
+
+
+# --- single stages, in place on a build directory --------------------------------------
+
+def run_stage(stage: str, build_dir: str | Path, opts: BuildOptions | None = None,
+              **runtime) -> BuildState:
+    """Run one stage in place on a build directory; extract starts one from opts."""
+    out = Path(build_dir)
+    if stage == "extract":
+        catalog, state = init_build(out, opts or BuildOptions())
+    else:
+        state = load_state(out)
+        state.options |= {k: v for k, v in runtime.items() if v is not None}
+        catalog = reopen_catalog(out, state) if stage in ("train", "pairs") else None
+    with timed(state, stage):
+        _STAGES[stage](out, catalog, state)
+    save_state(out, state)
+    if (out / "pairs.jsonl").is_file():
+        write_build_manifest(out, state)
+    return state
+
+
+def _extract(out, catalog, state):
+    networks = set(_needed(variants_of(state))) - set(FASHION_NETWORKS)
+    features_stage(out, catalog, state, networks=networks)
+
+
+def _train(out, catalog, state):
+    features_stage(out, catalog, state, networks=set(FASHION_NETWORKS))
+
+
+def _pairs(out, catalog, state):
+    thumbnails_stage(out, catalog, pairs_stage(out, state))
+
+
+_STAGES = {
+    "extract": _extract,
+    "train": _train,
+    "index": lambda out, catalog, state: index_stage(out, state),
+    "pairs": _pairs,
+    "evaluate": lambda out, catalog, state: evaluate_stage(out, state),
+}

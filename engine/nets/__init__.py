@@ -1,0 +1,10 @@
+"""The networks: weights, image preprocessing, feature taps, vgg16-fashion's head.
+
+This file stays torch-free: the CLI and variant sets read these names without
+loading torch.
+"""
+
+# The frozen conv map vgg16-fashion's new fc6 can read (engine.nets.fashion_head);
+# pool5 is the article's.
+FASHION_INPUTS = ("pool4", "pool5")
+DEFAULT_FASHION_INPUT = "pool4"

@@ -1,0 +1,129 @@
+import numpy as np
+import pytest
+
+from engine.builder.index import (
+    Neighbours,
+    agreement,
+    annoy_search,
+    binarize,
+    build_annoy,
+    exact_search,
+    load_annoy,
+    metric_vectors,
+)
+
+METRICS = ["l1", "l2", "hamming", "cosine"]
+
+
+def _features(n=120, d=24, seed=0):
+    rng = np.random.default_rng(seed)
+    # Non-negative, sparse-ish like post-ReLU activations, float16 as stored.
+    return np.maximum(rng.standard_normal((n, d)) - 0.3, 0).astype(np.float16)
+
+
+def _reference(q, c, metric):
+    """Distances by the textbook definition, in float64."""
+    q, c = q.astype(np.float64), c.astype(np.float64)
+    if metric == "l1":
+        return np.abs(q[:, None] - c[None]).sum(-1)
+    if metric == "hamming":
+        return (q[:, None] != c[None]).sum(-1)
+    if metric == "cosine":  # Annoy's angular distance sqrt(2 - 2 cos)
+        cos = (q @ c.T) / np.outer(np.linalg.norm(q, axis=1), np.linalg.norm(c, axis=1))
+        return np.sqrt(np.clip(2 - 2 * cos, 0, None))
+    return np.sqrt(((q[:, None] - c[None]) ** 2).sum(-1))
+
+
+def _split(n=120):
+    return np.arange(20, n), np.arange(20)  # catalog rows, query rows
+
+
+@pytest.mark.parametrize("metric", METRICS)
+def test_exact_search_matches_the_metric_definition(metric):
+    feats = _features()
+    cat, qry = _split()
+    vectors, _ = metric_vectors(feats, metric, cat)
+    nb = exact_search(vectors[qry], vectors[cat], metric, 5, item_rows=cat,
+                      exclude=[set() for _ in qry], device="cpu", block=7)
+    raw = feats.astype(np.float32) if metric != "hamming" else vectors
+    ref = _reference(raw[qry], raw[cat], metric)
+    np.testing.assert_allclose(nb.dist, np.sort(ref, axis=1)[:, :5], rtol=1e-4, atol=1e-4)
+    assert np.all(np.isin(nb.idx, cat))
+    top = cat[np.argmin(ref, axis=1)]
+    best = ref.min(axis=1)
+    np.testing.assert_allclose(ref[np.arange(len(qry)), np.searchsorted(cat, nb.idx[:, 0])],
+                               best, rtol=1e-4)
+    assert np.mean(nb.idx[:, 0] == top) > 0.9
+
+
+@pytest.mark.parametrize("metric", METRICS)
+def test_annoy_with_a_wide_search_finds_the_exact_neighbour(metric):
+    feats = _features()
+    cat, qry = _split()
+    vectors, _ = metric_vectors(feats, metric, cat)
+    index = build_annoy(vectors[cat], metric, n_trees=20, seed=1)
+    exclude = [set() for _ in qry]
+    found = annoy_search(index, vectors[qry], 5, search_k=100_000, item_rows=cat,
+                         exclude=exclude)
+    exact = exact_search(vectors[qry], vectors[cat], metric, 5, item_rows=cat, exclude=exclude,
+                         device="cpu")
+    assert agreement(found, exact)["top1_agreement"] == 1.0
+    np.testing.assert_allclose(found.dist[:, 0], exact.dist[:, 0], rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("metric", METRICS)
+def test_seeded_annoy_builds_give_identical_neighbours(metric):
+    # As spotify/annoy test/seed_test.py: same seed, same data -> same trees.
+    vectors, _ = metric_vectors(_features(300, 32, seed=5), metric, np.arange(300))
+    a = build_annoy(vectors, metric, n_trees=5, seed=42)
+    b = build_annoy(vectors, metric, n_trees=5, seed=42)
+    for i in range(0, 300, 7):
+        assert a.get_nns_by_item(i, 10, search_k=50) == b.get_nns_by_item(i, 10, search_k=50)
+
+
+def test_saved_index_loads_by_memory_map(tmp_path):
+    vectors, _ = metric_vectors(_features(), "l2", np.arange(120))
+    index = build_annoy(vectors, "l2", n_trees=4, seed=0)
+    index.save(str(tmp_path / "v.ann"))
+    loaded = load_annoy(tmp_path / "v.ann", vectors.shape[1], "l2")
+    assert loaded.get_n_items() == 120
+    assert loaded.get_nns_by_item(3, 5) == index.get_nns_by_item(3, 5)
+
+
+def test_binarize_thresholds_at_the_catalog_median():
+    feats = np.array([[0, 1, 5], [0, 2, 5], [0, 3, 5], [9, 4, 5]], dtype=np.float32)
+    bits, balance = binarize(feats, np.arange(3))  # last row is a query
+    # Medians over the catalog rows: 0, 2, 5. Bit = feature > median.
+    assert bits.tolist() == [[False, False, False], [False, False, False],
+                             [False, True, False], [True, True, False]]
+    assert balance["bits"] == 3
+    assert balance["dead_bit_share"] == pytest.approx(2 / 3, abs=1e-4)  # dims 0, 2 constant
+    assert balance["mean_fraction_ones"] == pytest.approx(1 / 9, abs=1e-4)
+
+
+def test_binarize_balances_relu_features():
+    rng = np.random.default_rng(0)
+    feats = np.maximum(rng.standard_normal((1000, 64)), 0)
+    bits, balance = binarize(feats, np.arange(1000))
+    # Half the values are exactly zero, so `> median` sets close to half of the bits.
+    assert 0.4 < balance["mean_fraction_ones"] <= 0.5
+    assert balance["dead_bit_share"] == 0
+
+
+def test_cosine_vectors_are_unit_length():
+    vectors, _ = metric_vectors(_features() + 0.01, "cosine", np.arange(120))
+    np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1, rtol=1e-5)
+
+
+def test_unknown_metric():
+    with pytest.raises(ValueError, match="unknown metric 'l9'; accepted: l1, l2"):
+        metric_vectors(_features(), "l9", np.arange(10))
+
+
+def test_agreement_counts_equal_distance_ties():
+    exact = Neighbours(np.array([[1, 2], [3, 4]]), np.array([[1.0, 2.0], [1.0, 1.5]]))
+    tie = Neighbours(np.array([[9, 1], [3, 4]]), np.array([[1.0, 1.0], [1.0, 1.5]]))
+    worse = Neighbours(np.array([[2, 1], [3, 4]]), np.array([[2.0, 1.0], [1.0, 1.5]]))
+    assert agreement(tie, exact)["top1_agreement"] == 1.0
+    assert agreement(tie, exact)["top1_same_item"] == 0.5
+    assert agreement(worse, exact)["top1_agreement"] == 0.5

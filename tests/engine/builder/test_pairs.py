@@ -1,0 +1,78 @@
+import json
+
+import numpy as np
+
+from engine.builder.index import build_annoy, metric_vectors
+from engine.builder.pairs import (
+    duplicate_exclusions,
+    load_neighbours,
+    pair_records,
+    random_control,
+    save_neighbours,
+    search_variant,
+    write_pairs,
+)
+
+
+def _setup(n_catalog=80, n_query=10, d=16, seed=0):
+    rng = np.random.default_rng(seed)
+    feats = np.maximum(rng.standard_normal((n_catalog + n_query, d)), 0).astype(np.float16)
+    catalog_rows = np.arange(n_catalog)
+    query_rows = np.arange(n_catalog, n_catalog + n_query)
+    hashes = [f"h{i}" for i in range(n_catalog + n_query)]
+    # Query 0 is a byte-identical copy of catalog rows 5 and 6.
+    feats[n_catalog] = feats[5] = feats[6]
+    hashes[n_catalog] = hashes[5] = hashes[6] = "dup"
+    return feats, catalog_rows, query_rows, hashes
+
+
+def test_duplicate_exclusions_find_byte_identical_catalog_rows():
+    _, cat, qry, hashes = _setup()
+    exclude = duplicate_exclusions(hashes, qry, cat)
+    assert exclude[0] == {5, 6}
+    assert all(not e for e in exclude[1:])
+
+
+def test_a_match_is_never_a_copy_of_the_query():
+    feats, cat, qry, hashes = _setup()
+    exclude = duplicate_exclusions(hashes, qry, cat)
+    vectors, _ = metric_vectors(feats, "l2", cat)
+    index = build_annoy(vectors[cat], "l2", n_trees=5, seed=0)
+    res = search_variant("x.y.l2", vectors, "l2", index, catalog_rows=cat, query_rows=qry,
+                         exclude=exclude, k=5, search_k=1000, device="cpu")
+    assert not {5, 6} & set(res.annoy.idx[0]) and not {5, 6} & set(res.exact.idx[0])
+    assert res.annoy.dist[0, 0] > 0
+    assert res.report["top1_agreement"] >= 0.99
+    assert {"recall_at_10", "search_k", "annoy_ms_per_query"} <= set(res.report)
+
+
+def test_random_control_is_seeded_uniform_and_skips_copies():
+    _, cat, qry, hashes = _setup()
+    exclude = duplicate_exclusions(hashes, qry, cat)
+    a = random_control(qry, cat, exclude, k=5, seed=1)
+    b = random_control(qry, cat, exclude, k=5, seed=1)
+    c = random_control(qry, cat, exclude, k=5, seed=2)
+    np.testing.assert_array_equal(a.annoy.idx, b.annoy.idx)
+    assert not np.array_equal(a.annoy.idx, c.annoy.idx)
+    assert not {5, 6} & set(a.annoy.idx[0])
+    assert all(len(set(row)) == 5 for row in a.annoy.idx)
+    many = random_control(np.arange(80, 4080), cat, [set()] * 4000, k=1, seed=0)
+    counts = np.bincount(many.annoy.idx[:, 0], minlength=80)
+    assert counts.min() > 20 and counts.max() < 90  # about 50 each
+
+
+def test_pair_records_and_round_trip(tmp_path):
+    _, cat, qry, hashes = _setup()
+    ids = [f"id{i}" for i in range(90)]
+    control = random_control(qry, cat, [set()] * len(qry), k=3, seed=0)
+    records = pair_records(control, qry, ids, ranks=2)
+    assert len(records) == 20
+    assert records[0] == {"query_id": "id80", "match_id": ids[control.annoy.idx[0, 0]],
+                          "variant": "random", "rank": 1, "distance": None}
+    write_pairs(tmp_path / "pairs.jsonl", records)
+    lines = (tmp_path / "pairs.jsonl").read_text().splitlines()
+    assert [json.loads(x) for x in lines] == records
+    save_neighbours(tmp_path / "random.npz", control)
+    back = load_neighbours(tmp_path / "random.npz", "random")
+    np.testing.assert_array_equal(back.annoy.idx, control.annoy.idx)
+    assert back.exact is None

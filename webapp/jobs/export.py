@@ -1,0 +1,72 @@
+"""Vote export (docs/build-format.md, "Vote export"): CSV and JSON Lines."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import secrets
+from collections.abc import Iterator
+from datetime import UTC, datetime
+
+import sqlalchemy as sa
+import sqlalchemy.orm as so
+
+from webapp.extensions import db
+from webapp.models import Build, Image, Pair, Variant, Vote
+
+FORMAT_VERSION = 1
+COLUMNS = ["vote_id", "query_id", "match_id", "variant", "verdict", "created_at",
+           "decision_ms", "voter", "build_id", "reason", "probability"]
+
+
+def _iso(moment: datetime) -> str:
+    return moment.replace(tzinfo=UTC).isoformat(timespec="seconds")
+
+
+def vote_rows(batch: int = 2000) -> Iterator[dict]:
+    """Yield every vote as an export object, voters replaced by a salted hash."""
+    salt = secrets.token_bytes(16)
+    query_image, match_image = so.aliased(Image), so.aliased(Image)
+    stmt = (sa.select(Vote.id, query_image.image_id, match_image.image_id, Variant.slug,
+                      Vote.verdict, Vote.created_at, Vote.decision_ms, Vote.voter_id,
+                      Build.build_id, Vote.reason, Vote.probability)
+            .join(Pair, Pair.id == Vote.pair_id)
+            .join(query_image, query_image.id == Pair.query_id)
+            .join(match_image, match_image.id == Pair.match_id)
+            .join(Variant, Variant.id == Vote.variant_id)
+            .join(Build, Build.id == Pair.build_id)
+            .order_by(Vote.id).execution_options(yield_per=batch))
+    for row in db.session.execute(stmt):
+        voter = hashlib.sha256(salt + row[7].encode()).hexdigest()[:12]
+        yield dict(zip(COLUMNS, [row[0], row[1], row[2], row[3], row[4], _iso(row[5]),
+                                 row[6], voter, row[8], row[9], row[10]], strict=True))
+
+
+def header() -> dict:
+    """Return the JSONL header object."""
+    builds = db.session.scalars(sa.select(Build.build_id).order_by(Build.id)).all()
+    return {"format_version": FORMAT_VERSION, "kind": "dope-or-nope-votes",
+            "exported_at": _iso(datetime.now(UTC).replace(tzinfo=None)), "builds": builds}
+
+
+def jsonl_lines() -> Iterator[str]:
+    """Yield the JSONL export, one line at a time."""
+    yield json.dumps(header()) + "\n"
+    for row in vote_rows():
+        yield json.dumps(row) + "\n"
+
+
+def csv_lines() -> Iterator[str]:
+    """Yield the CSV export (column header, then one line per vote)."""
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    for row in vote_rows():
+        writer.writerow(row)
+        if buf.tell() > 65536:
+            yield buf.getvalue()
+            buf.seek(0)
+            buf.truncate()
+    yield buf.getvalue()
