@@ -2,10 +2,11 @@
 
 Too slow for a request at a million votes (a second or two), so it runs outside them:
 `flask --app webapp fit` (once, or `--every SECONDS`), after `import-build`, and in a
-background thread of a worker that serves the leaderboard or the team page when the
-newest fit is older than DOPE_FIT_INTERVAL and votes came in since. The leaderboard
-reads the newest fit_result row. Two workers may both start a fit at once; each
-writes its own row and the newest wins: no harm but the work.
+background thread (webapp.jobs.fit_schedule) of a worker that serves the leaderboard or
+the team page when the newest fit is older than DOPE_FIT_INTERVAL and votes came in
+since. The leaderboard reads the newest fit_result row (webapp.jobs.fit_store). Two
+workers may both start a fit at once; each writes its own row and the newest wins: no
+harm but the work.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import sqlalchemy as sa
 from flask import current_app
 
 from webapp.extensions import db
+from webapp.jobs.fit_store import newest_vote_id
 from webapp.models import FitResult, Image, Pair, Variant, Vote
 from webapp.stats.design import CONTROL, REAL, Design, build_design
 from webapp.stats.exclusion import positive_gold
@@ -84,7 +86,7 @@ def run_fit() -> FitResult:
     """Fit everything from the votes now in the database; store and return the result."""
     started = time.perf_counter()
     design, slugs, cell_of = load_design()
-    last = db.session.scalar(sa.select(sa.func.max(Vote.id))) or 0
+    last = newest_vote_id()
     votes = load_votes(cell_of)
     config = current_app.config
     body, epoch_weights = fit_body(
