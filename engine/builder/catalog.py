@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -82,13 +82,35 @@ class Catalog:
 
 def _open_row(row: Row) -> Image.Image:
     if row.pixels is not None:
-        return Image.fromarray(row.pixels)
-    with Image.open(row.path) as im:
-        im.load()
-        img = im.convert("L") if im.mode in ("L", "I;16", "1") else im.convert("RGB")
-    if row.bbox is not None:
-        img = _crop(img, row.bbox)
-    return img
+        img = Image.fromarray(row.pixels)
+    else:
+        with Image.open(row.path) as im:
+            im.load()
+            img = im.convert("L") if im.mode in ("L", "I;16", "1") else im.convert("RGB")
+        if row.bbox is not None:
+            img = _crop(img, row.bbox)
+    return synthetic_copy(img, row.copy) if row.copy else img
+
+
+def synthetic_copy(img: Image.Image, copy: int) -> Image.Image:
+    """Return the copy-th synthetic copy of an image: mirrored for odd copies, and from
+    copy 2 on shifted by up to 2 px each way on the image's own corner colour (copy 1 is
+    the mirror alone; copies 0 to 49 are all different, later ones cycle)."""
+    if copy % 2:
+        img = img.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+    step = copy // 2 % 25
+    dx, dy = (step % 5 + 2) % 5 - 2, (step // 5 + 2) % 5 - 2  # step 0: no shift
+    out = Image.new(img.mode, img.size, img.getpixel((0, 0)))
+    out.paste(img, (dx, dy))
+    return out
+
+
+def repeat_catalog(rows: list[Row], repeat: int) -> list[Row]:
+    """Return the rows with repeat - 1 synthetic copies of every catalog item (new ids,
+    no item id), for measuring a catalog bigger than the source; queries are not copied."""
+    copies = [replace(r, image_id=f"{r.image_id}~{k}", item_id="", copy=k)
+              for k in range(1, repeat) for r in rows if r.split == "catalog"]
+    return rows + copies
 
 
 def _crop(img: Image.Image, bbox: tuple[int, int, int, int]) -> Image.Image:
@@ -110,8 +132,31 @@ def hash_pixels(img: Image.Image) -> str:
 
 def load_catalog(source: str = "fashion-mnist", path: str | Path | None = None, *,
                  limit: int | None = None, queries: int | None = None,
-                 seed: int = 0) -> Catalog:
-    """Load a catalog source, sample it (seeded, category-stratified) and check each image."""
+                 seed: int = 0, repeat: int = 1) -> Catalog:
+    """Load a catalog source, sample it (seeded, category-stratified) and check each image;
+    `repeat` > 1 adds synthetic copies of the catalog items (repeat_catalog)."""
+    path = _check_arguments(source, path, limit=limit, queries=queries, repeat=repeat)
+    reader = {"fashion-mnist": read_fashion_mnist, "folder": read_folder,
+              "deepfashion": read_deepfashion}[source]
+    rows, categories, kind = reader(path)
+    rows = _ensure_queries(rows, queries, seed)
+    rows = (repeat_catalog(sample_split(rows, "catalog", limit, seed), repeat)
+            + sample_split(rows, "query", queries, seed + 1))
+    catalog = Catalog(rows=rows, categories=categories,
+                      source={"catalog": source, "path": str(path), "layout": kind,
+                              "limit": limit, "queries": queries, "seed": seed,
+                              "repeat": repeat})
+    _check_images(catalog)
+    for split in SPLITS:
+        if not np.any(catalog.split == split):
+            raise ValueError(f"catalog source {source!r} at {path} gave no {split} images")
+    logger.info("Loaded %s: %d catalog items, %d queries, %d skipped", source,
+                len(catalog.catalog_indices), len(catalog.query_indices), len(catalog.skipped))
+    return catalog
+
+
+def _check_arguments(source: str, path, *, limit, queries, repeat) -> Path:
+    """Return the source's path, or raise ValueError naming the bad argument."""
     if source not in SOURCES:
         raise ValueError(f"unknown catalog source {source!r}; accepted: {', '.join(SOURCES)}")
     if path is None:
@@ -121,25 +166,12 @@ def load_catalog(source: str = "fashion-mnist", path: str | Path | None = None, 
     path = Path(path)
     if not path.exists():
         raise ValueError(f"catalog path does not exist: {path}")
+    if isinstance(repeat, bool) or not isinstance(repeat, int) or repeat < 1:
+        raise ValueError(f"repeat must be an integer >= 1, got {repeat!r}")
     for name, n in (("limit", limit), ("queries", queries)):
         if n is not None and n < 1:
             raise ValueError(f"{name} must be at least 1, got {n}")
-    reader = {"fashion-mnist": read_fashion_mnist, "folder": read_folder,
-              "deepfashion": read_deepfashion}[source]
-    rows, categories, kind = reader(path)
-    rows = _ensure_queries(rows, queries, seed)
-    rows = (sample_split(rows, "catalog", limit, seed)
-            + sample_split(rows, "query", queries, seed + 1))
-    catalog = Catalog(rows=rows, categories=categories,
-                      source={"catalog": source, "path": str(path), "layout": kind,
-                              "limit": limit, "queries": queries, "seed": seed})
-    _check_images(catalog)
-    for split in SPLITS:
-        if not np.any(catalog.split == split):
-            raise ValueError(f"catalog source {source!r} at {path} gave no {split} images")
-    logger.info("Loaded %s: %d catalog items, %d queries, %d skipped", source,
-                len(catalog.catalog_indices), len(catalog.query_indices), len(catalog.skipped))
-    return catalog
+    return path
 
 
 def _ensure_queries(rows: list[Row], queries: int | None, seed: int) -> list[Row]:

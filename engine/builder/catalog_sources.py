@@ -36,6 +36,7 @@ class Row:
     path: Path | None = None
     bbox: tuple[int, int, int, int] | None = None
     pixels: np.ndarray | None = None  # in-memory sources (Fashion-MNIST)
+    copy: int = 0  # > 0: the copy-th synthetic copy of the image (engine.builder.catalog)
 
 
 # --- Fashion-MNIST --------------------------------------------------------------

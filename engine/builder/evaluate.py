@@ -83,17 +83,28 @@ def evaluate_variants(results: dict, variants: list, *, labels: np.ndarray,
                  "control": v.control}
         entry |= ranking_metrics(res.annoy, query_rows, labels, categories, relevant, item_ids)
         if res.exact is not None:
-            exact = ranking_metrics(res.exact, query_rows, labels, categories, relevant)
+            rows = np.arange(len(query_rows)) if res.exact_rows is None else res.exact_rows
+            exact = ranking_metrics(res.exact, query_rows[rows], labels, categories,
+                                    relevant[rows])
             entry["exact_top1_accuracy"] = exact["top1_accuracy"]
             entry["annoy_vs_exact"] = {k: res.report[k] for k in
-                                       ("top1_agreement", "top1_same_item", "recall_at_10",
-                                        "search_k") if k in res.report}
+                                       ("top1_agreement", "top1_agreement_95", "top1_same_item",
+                                        "recall_at_10", "exact_queries", "search_k")
+                                       if k in res.report}
             entry["query_ms"] = {"annoy": res.report.get("annoy_ms_per_query"),
                                  "exact": res.report.get("exact_ms_per_query")}
         if index_info and v.slug in index_info:
             entry["index"] = index_info[v.slug]
         out[v.slug] = entry
     return out
+
+
+def _agreement(ave: dict) -> str:
+    """Top-1 agreement with exact search, its 95% interval and the queries checked."""
+    if "top1_agreement_95" not in ave:
+        return _fmt(ave.get("top1_agreement"))
+    low, high = ave["top1_agreement_95"]
+    return f"{ave['top1_agreement']:.3f} ({low:.3f}-{high:.3f}, {ave['exact_queries']} q)"
 
 
 def markdown_report(report: dict) -> str:
@@ -104,7 +115,7 @@ def markdown_report(report: dict) -> str:
              "catalog items. Cells: same-category accuracy of the top match (top-1).", ""]
     lines += _article_table(variants) + [""]
     lines += ["## Details", "",
-              "| variant | top-1 | exact top-1 | P@5 | P@20 | mAP@20 | Annoy agreement "
+              "| variant | top-1 | exact top-1 | P@5 | P@20 | mAP@20 | Annoy agreement (95%) "
               "| Annoy recall@10 | bits: ones / dead |",
               "|---|---|---|---|---|---|---|---|---|"]
     for slug, e in variants.items():
@@ -114,8 +125,7 @@ def markdown_report(report: dict) -> str:
         lines.append(f"| `{slug}` | {e['top1_accuracy']:.3f} | "
                      f"{_fmt(e.get('exact_top1_accuracy'))} | {e['precision_at_5']:.3f} | "
                      f"{e['precision_at_20']:.3f} | {e['map_at_20']:.3f} | "
-                     f"{_fmt(ave.get('top1_agreement'))} | {_fmt(ave.get('recall_at_10'))} "
-                     f"| {bits} |")
+                     f"{_agreement(ave)} | {_fmt(ave.get('recall_at_10'))} | {bits} |")
     if any(e.get("item_recall_at_1") is not None for e in variants.values()):
         lines += ["", "| variant | item recall@1 | item recall@20 |", "|---|---|---|"]
         lines += [f"| `{s}` | {_fmt(e.get('item_recall_at_1'))} | "

@@ -23,8 +23,13 @@ import numpy as np
 
 from engine.builder.variants import METRICS
 from engine.formats.state import DEFAULT_TREES
+from engine.stats import wilson_interval
 
 logger = logging.getLogger(__name__)
+
+# Hamming thresholds: each dimension's median over at most this many catalog rows.
+MEDIAN_SAMPLE = 20_000
+MEDIAN_SEED = 0
 
 
 @dataclass
@@ -35,10 +40,23 @@ class Neighbours:
     dist: np.ndarray  # (queries, k) float32
 
 
+def median_rows(catalog_rows: np.ndarray) -> np.ndarray:
+    """Return the catalog rows the Hamming medians come from: all of them up to
+    MEDIAN_SAMPLE, else a fixed random MEDIAN_SAMPLE of them (the same for every caller,
+    so index, pairs and retraining binarize alike)."""
+    if len(catalog_rows) <= MEDIAN_SAMPLE:
+        return catalog_rows
+    pick = np.random.default_rng(MEDIAN_SEED).choice(len(catalog_rows), MEDIAN_SAMPLE,
+                                                      replace=False)
+    return catalog_rows[np.sort(pick)]
+
+
 def binarize(features: np.ndarray, catalog_rows: np.ndarray) -> tuple[np.ndarray, dict]:
-    """Threshold every dimension at its catalog median; return bits and their balance."""
+    """Threshold every dimension at its catalog median (median_rows); return bits and
+    their balance."""
+    rows = median_rows(catalog_rows)
+    thresholds = np.median(np.asarray(features[rows], dtype=np.float32), axis=0)
     feats = np.asarray(features, dtype=np.float32)
-    thresholds = np.median(feats[catalog_rows], axis=0)
     bits = feats > thresholds
     cat_bits = bits[catalog_rows]
     ones = cat_bits.mean(axis=0)
@@ -47,6 +65,7 @@ def binarize(features: np.ndarray, catalog_rows: np.ndarray) -> tuple[np.ndarray
         "mean_fraction_ones": round(float(ones.mean()), 4),
         "dead_bit_share": round(float(np.mean((ones == 0) | (ones == 1))), 4),
         "threshold": "catalog median per dimension (bit = feature > median)",
+        "median_rows": int(len(rows)),
     }
     return bits, balance
 
@@ -152,12 +171,15 @@ def exact_search(queries: np.ndarray, catalog: np.ndarray, metric: str, k: int, 
 
 
 def agreement(annoy: Neighbours, exact: Neighbours, *, rtol: float = 1e-4) -> dict:
-    """Compare Annoy with exact search: top-1 agreement (ties count) and recall@10."""
+    """Compare Annoy with exact search on the same queries: top-1 agreement (ties count)
+    with its Wilson 95% interval, and recall@10."""
     same = annoy.idx[:, 0] == exact.idx[:, 0]
     tie = annoy.dist[:, 0] <= exact.dist[:, 0] * (1 + rtol) + 1e-6
     k = min(10, annoy.idx.shape[1], exact.idx.shape[1])
     recall = np.mean([len(set(a[:k]) & set(e[:k])) / k
                       for a, e in zip(annoy.idx, exact.idx, strict=True)]) if k else 0.0
+    low, high = wilson_interval(int(np.sum(same | tie)), len(same))
     return {"top1_agreement": round(float(np.mean(same | tie)), 4),
+            "top1_agreement_95": [round(low, 4), round(high, 4)],
             "top1_same_item": round(float(np.mean(same)), 4),
-            "recall_at_10": round(float(recall), 4)}
+            "recall_at_10": round(float(recall), 4), "exact_queries": len(same)}

@@ -71,7 +71,7 @@ def init_build(out: Path, opts: BuildOptions) -> tuple[Catalog, BuildState]:
     vset = choose_variant_set(opts.variants, allow_download=opts.allow_download)
     t0 = time.perf_counter()
     catalog = load_catalog(opts.catalog, opts.catalog_path, limit=opts.limit,
-                           queries=opts.queries, seed=opts.seed)
+                           queries=opts.queries, seed=opts.seed, repeat=opts.repeat)
     state = BuildState(options=asdict(opts), variant_set=_variant_set_dict(vset),
                        categories=list(catalog.categories), pixel_hash=catalog.pixel_hash,
                        skipped=[list(s) for s in catalog.skipped])
@@ -93,7 +93,7 @@ def reopen_catalog(out: Path, state: BuildState) -> Catalog:
     """Load the build's catalog again from its recorded options; check the rows match."""
     o = state.build_options
     catalog = load_catalog(o.catalog, o.catalog_path, limit=o.limit, queries=o.queries,
-                           seed=o.seed)
+                           seed=o.seed, repeat=o.repeat)
     if catalog.image_id != [r["image_id"] for r in read_table(out)]:
         raise ValueError(f"{out}: the catalog source changed since this build was started; "
                          "start a new build")
@@ -180,7 +180,7 @@ def pairs_stage(out: Path, state: BuildState) -> list[dict]:
         index = load_annoy(out / "indexes" / f"{v.slug}.ann", vectors.shape[1], v.metric)
         result = search_variant(v.slug, vectors, v.metric, index, catalog_rows=table.catalog_rows,
                                 query_rows=table.query_rows, exclude=exclude, k=k,
-                                search_k=search_k, device=o.device)
+                                search_k=search_k, device=o.device, seed=o.seed)
         index.unload()
         save_neighbours(out / "neighbours" / f"{v.slug}.npz", result)
         records += pair_records(result, table.query_rows, table.image_id, ranks=o.ranks)
@@ -250,7 +250,7 @@ def write_build_manifest(out: Path, state: BuildState) -> dict:
     variants = [v.manifest_entry() for v in variants_of(state)] + [RANDOM.manifest_entry()]
     return write_manifest(out, {
         "source": {"catalog": o.catalog, "path": state.reports.get("catalog", {}).get("path"),
-                   "limit": o.limit, "queries": o.queries, "seed": o.seed,
+                   "limit": o.limit, "queries": o.queries, "seed": o.seed, "repeat": o.repeat,
                    "image_size": o.image_size, "variant_set": state.variant_set["name"],
                    "variant_set_reason": state.variant_set["reason"]},
         "counts": {"catalog": len(table.catalog_rows), "queries": len(table.query_rows),

@@ -67,42 +67,49 @@ def _check_limit(ctx, param, value: int | None) -> int | None:
     return None if value == 0 else value
 
 
+# What goes into a build (build and extract), in --help order.
+CATALOG_OPTIONS = (
+    click.option("--catalog", type=click.Choice(SOURCES), default="fashion-mnist",
+                 show_default=True, help="Catalog source."),
+    click.option("--catalog-path", type=click.Path(exists=True, file_okay=False,
+                                                   path_type=Path),
+                 help="Source directory (default for fashion-mnist: "
+                      "/usr/share/datasets/fashion-mnist)."),
+    click.option("--limit", type=click.IntRange(min=0), default=6000, show_default=True,
+                 callback=_check_limit,
+                 help="Seeded, category-stratified sample of N catalog items (0 = all)."),
+    click.option("--queries", type=click.IntRange(min=0), default=500, show_default=True,
+                 callback=_check_limit, help="Seeded sample of Q queries (0 = all)."),
+    click.option("--repeat", type=click.IntRange(1, 1000), default=1, show_default=True,
+                 help="Synthetic growth: K copies of each catalog item (the item, then "
+                      "mirrored and shifted copies with new ids), to measure catalogs "
+                      "bigger than the source."),
+    click.option("--variants", default="auto", show_default=True,
+                 callback=_check_variants,
+                 help="auto, classic, offline or FILE.toml."),
+    click.option("--image-size", type=click.IntRange(32, 1024), default=64,
+                 show_default=True, help="Network input size in pixels (224 = reference)."),
+    click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True,
+                 help="Seed for sampling, training, Annoy and the control."),
+    click.option("--allow-download", is_flag=True,
+                 help="Let auto/classic download torchvision's VGG16 weights."),
+    click.option("--trees", type=click.IntRange(1, 1000), default=10, show_default=True,
+                 help="Annoy trees per index."),
+    click.option("--search-k", type=click.IntRange(min=1), default=None,
+                 help="Annoy search_k (default: max(10*k*trees, catalog size); doubled "
+                      "automatically until top-1 agreement with exact search is >= 0.99)."),
+    click.option("--ranks", type=click.IntRange(1, 20), default=1, show_default=True,
+                 help="Matches per query and variant written to pairs.jsonl."),
+    click.option("--fashion-input", type=click.Choice(FASHION_INPUTS),
+                 default=DEFAULT_FASHION_INPUT, show_default=True,
+                 help="The conv map vgg16-fashion's new fc6 reads: pool4 (better on small "
+                      "grayscale garments, docs/benchmarks.md) or pool5 (the article's)."),
+)
+
+
 def catalog_options(f):
     """Options that choose what goes into a build (build and extract)."""
-    options = [
-        click.option("--catalog", type=click.Choice(SOURCES), default="fashion-mnist",
-                     show_default=True, help="Catalog source."),
-        click.option("--catalog-path", type=click.Path(exists=True, file_okay=False,
-                                                       path_type=Path),
-                     help="Source directory (default for fashion-mnist: "
-                          "/usr/share/datasets/fashion-mnist)."),
-        click.option("--limit", type=click.IntRange(min=0), default=6000, show_default=True,
-                     callback=_check_limit,
-                     help="Seeded, category-stratified sample of N catalog items (0 = all)."),
-        click.option("--queries", type=click.IntRange(min=0), default=500, show_default=True,
-                     callback=_check_limit, help="Seeded sample of Q queries (0 = all)."),
-        click.option("--variants", default="auto", show_default=True,
-                     callback=_check_variants,
-                     help="auto, classic, offline or FILE.toml."),
-        click.option("--image-size", type=click.IntRange(32, 1024), default=64,
-                     show_default=True, help="Network input size in pixels (224 = reference)."),
-        click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True,
-                     help="Seed for sampling, training, Annoy and the control."),
-        click.option("--allow-download", is_flag=True,
-                     help="Let auto/classic download torchvision's VGG16 weights."),
-        click.option("--trees", type=click.IntRange(1, 1000), default=10, show_default=True,
-                     help="Annoy trees per index."),
-        click.option("--search-k", type=click.IntRange(min=1), default=None,
-                     help="Annoy search_k (default: max(10*k*trees, catalog size); doubled "
-                          "automatically until top-1 agreement with exact search is >= 0.99)."),
-        click.option("--ranks", type=click.IntRange(1, 20), default=1, show_default=True,
-                     help="Matches per query and variant written to pairs.jsonl."),
-        click.option("--fashion-input", type=click.Choice(FASHION_INPUTS),
-                     default=DEFAULT_FASHION_INPUT, show_default=True,
-                     help="The conv map vgg16-fashion's new fc6 reads: pool4 (better on small "
-                          "grayscale garments, docs/benchmarks.md) or pool5 (the article's)."),
-    ]
-    for option in reversed(options):
+    for option in reversed(CATALOG_OPTIONS):
         f = option(f)
     return runtime_options(f)
 

@@ -32,6 +32,7 @@ class BuildOptions:
     k: int = 20
     ranks: int = 1
     fashion_input: str = DEFAULT_FASHION_INPUT
+    repeat: int = 1  # > 1: synthetic copies of each catalog item (engine.builder.catalog)
 
 
 @dataclass

@@ -57,7 +57,8 @@ class Pool:
 def source_catalog(build: OpenBuild):
     """Load the build's catalog source with every query image, checking the catalog rows."""
     o = build.options
-    catalog = load_catalog(o.catalog, o.catalog_path, limit=o.limit, queries=None, seed=o.seed)
+    catalog = load_catalog(o.catalog, o.catalog_path, limit=o.limit, queries=None, seed=o.seed,
+                           repeat=o.repeat)
     built = [build.table.image_id[i] for i in build.table.catalog_rows]
     if [catalog.image_id[i] for i in catalog.catalog_indices] != built:
         raise ValueError(f"{build.path}: the catalog source no longer gives this build's "
@@ -124,7 +125,8 @@ def search_pool(build: OpenBuild, features: dict[str, np.ndarray], pixel_hash: l
         index = load_annoy(build.path / "indexes" / f"{v.slug}.ann", vectors.shape[1], v.metric)
         result = search_variant(v.slug, vectors, v.metric, index,
                                 catalog_rows=table.catalog_rows, query_rows=pool_rows,
-                                exclude=exclude, k=k, search_k=search_k, device=o.device)
+                                exclude=exclude, k=k, search_k=search_k, device=o.device,
+                                seed=o.seed)
         index.unload()
         candidates[v.slug] = (result.annoy.idx, result.annoy.dist)
         reports[v.slug] = result.report

@@ -139,6 +139,7 @@ def test_deepfashion_missing_file(engine_deepfashion_category_dir):
     ("fashion-mnist", "/nonexistent/dir", {}, "does not exist"),
     ("fashion-mnist", "EMPTY", {}, "missing catalog file"),
     ("fashion-mnist", "FMNIST", {"limit": 0}, "limit must be at least 1"),
+    ("fashion-mnist", "FMNIST", {"repeat": 0}, "repeat must be an integer >= 1, got 0"),
 ])
 def test_bad_source_arguments(tmp_path, engine_fmnist_dir, source, path, kwargs, message):
     path = {"EMPTY": tmp_path, "FMNIST": engine_fmnist_dir}.get(path, path)
@@ -152,3 +153,28 @@ def test_all_unreadable_is_an_empty_result_error(tmp_path):
     (tmp_path / "catalog.csv").write_text("path,category,split\na.png,x,catalog\nb.png,x,query\n")
     with pytest.raises(ValueError, match="gave no catalog images"):
         load_catalog("folder", Path(tmp_path))
+
+
+def test_repeat_adds_synthetic_copies_of_the_catalog_items(engine_fmnist_dir):
+    """A bigger catalog than the source, for measuring growth: each item, then mirrored
+    and shifted copies with new ids and no item id; the queries are not copied."""
+    one = load_catalog("fashion-mnist", engine_fmnist_dir, limit=40, queries=8, seed=2)
+    three = load_catalog("fashion-mnist", engine_fmnist_dir, limit=40, queries=8, seed=2,
+                         repeat=3)
+    items = [one.rows[i].image_id for i in one.catalog_indices]
+    copies = [three.rows[i] for i in three.catalog_indices]
+    assert len(copies) == 120 and len(three.query_indices) == len(one.query_indices)
+    assert [r.image_id for r in copies[:40]] == items
+    assert [r.image_id for r in copies[40:80]] == [f"{i}~1" for i in items]
+    assert [r.image_id for r in copies[80:]] == [f"{i}~2" for i in items]
+    assert [r.category for r in copies[40:80]] == [r.category for r in copies[:40]]
+    assert not any(r.item_id for r in copies[40:])
+    assert three.source["repeat"] == 3
+    first, mirror = np.asarray(three[int(three.catalog_indices[0])]), \
+        np.asarray(three[int(three.catalog_indices[40])])
+    np.testing.assert_array_equal(mirror, first[:, ::-1])  # copy 1: the mirror image
+    hashes = [three.pixel_hash[i] for i in three.catalog_indices]
+    assert len(set(hashes)) > 115  # copies are new images (a blank one may repeat)
+    again = load_catalog("fashion-mnist", engine_fmnist_dir, limit=40, queries=8, seed=2,
+                         repeat=3)
+    assert again.pixel_hash == three.pixel_hash

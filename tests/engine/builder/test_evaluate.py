@@ -3,6 +3,7 @@ import pytest
 
 from engine.builder.evaluate import (
     average_precision_at,
+    evaluate_variants,
     item_recall,
     markdown_report,
     ranking_metrics,
@@ -56,3 +57,26 @@ def test_tsne_plot_writes_a_png(tmp_path):
     feats = rng.standard_normal((60, 30)) + labels[:, None] * 3
     tsne_plot(feats, labels, ["a", "b", "c"], tmp_path / "t.png", title="t", points=50)
     assert (tmp_path / "t.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_exact_top1_is_scored_on_the_sampled_queries_only():
+    from engine.builder.pairs import VariantResult
+    from engine.builder.variants import Variant
+
+    labels = np.array([0, 0, 1, 1, 0, 1, 1])  # rows 0-3 catalog, 4-6 queries
+    annoy = Neighbours(np.array([[0], [2], [0]]), np.zeros((3, 1), np.float32))
+    # Exact search checked queries 0 and 2 (rows 4 and 6): row 4 -> 1 (a, hit), row 6 -> 0 (miss)
+    exact = Neighbours(np.array([[1], [0]]), np.zeros((2, 1), np.float32))
+    report = {"top1_agreement": 0.5, "top1_agreement_95": [0.09, 0.91], "exact_queries": 2}
+    v = Variant("net", "fc6", "l2")
+    out = evaluate_variants({v.slug: VariantResult(v.slug, annoy, exact, report, np.array([0, 2]))},
+                            [v], labels=labels, categories=["a", "b"],
+                            query_rows=np.array([4, 5, 6]), catalog_rows=np.arange(4))
+    entry = out[v.slug]
+    assert entry["top1_accuracy"] == pytest.approx(round(2 / 3, 4))  # every query, Annoy
+    assert entry["exact_top1_accuracy"] == 0.5
+    assert entry["annoy_vs_exact"]["exact_queries"] == 2
+    md = markdown_report({"variant_set": "s", "counts": {"queries": 3, "catalog": 4},
+                          "variants": {v.slug: entry | {"name": "n", "network": "net",
+                                                         "layer": "fc6", "metric": "l2"}}})
+    assert "0.500 (0.090-0.910, 2 q)" in md

@@ -127,3 +127,24 @@ def test_agreement_counts_equal_distance_ties():
     assert agreement(tie, exact)["top1_agreement"] == 1.0
     assert agreement(tie, exact)["top1_same_item"] == 0.5
     assert agreement(worse, exact)["top1_agreement"] == 0.5
+
+
+def test_hamming_medians_come_from_a_fixed_sample_of_a_large_catalog(monkeypatch):
+    from engine.builder import index
+
+    rng = np.random.default_rng(5)
+    feats = rng.gamma(2.0, size=(3000, 12)).astype(np.float16)
+    catalog = np.arange(2900)
+    exact_bits, exact = binarize(feats, catalog)
+    assert exact["median_rows"] == 2900  # at most MEDIAN_SAMPLE rows: the exact median
+    monkeypatch.setattr(index, "MEDIAN_SAMPLE", 1000)
+    bits, balance = binarize(feats, catalog)
+    again, _ = binarize(feats, catalog)
+    np.testing.assert_array_equal(bits, again)  # the same sample for every caller
+    assert balance["median_rows"] == 1000
+    rows = index.median_rows(catalog)
+    assert len(set(rows)) == 1000 and set(rows) <= set(catalog)
+    np.testing.assert_array_equal(bits, feats.astype(np.float32) > np.median(
+        feats[rows].astype(np.float32), axis=0))
+    assert 0 < (bits != exact_bits).mean() < 0.05  # close to the exact median's bits
+    assert abs(balance["mean_fraction_ones"] - 0.5) < 0.03

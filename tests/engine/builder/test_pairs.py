@@ -2,9 +2,11 @@ import json
 
 import numpy as np
 
-from engine.builder.index import build_annoy, metric_vectors
+from engine.builder import pairs
+from engine.builder.index import build_annoy, exact_search, metric_vectors
 from engine.builder.pairs import (
     duplicate_exclusions,
+    exact_sample,
     load_neighbours,
     pair_records,
     random_control,
@@ -76,3 +78,39 @@ def test_pair_records_and_round_trip(tmp_path):
     back = load_neighbours(tmp_path / "random.npz", "random")
     np.testing.assert_array_equal(back.annoy.idx, control.annoy.idx)
     assert back.exact is None
+
+
+def test_exact_search_checks_every_query_when_there_are_few():
+    np.testing.assert_array_equal(exact_sample(500, seed=3), np.arange(500))
+    np.testing.assert_array_equal(exact_sample(5, seed=3, size=5), np.arange(5))
+
+
+def test_exact_search_checks_a_fixed_random_sample_of_many_queries(monkeypatch, tmp_path):
+    """Past EXACT_SAMPLE queries the check runs on a seeded sample (its cost stops growing
+    with the queries); every query still gets Annoy's matches."""
+    monkeypatch.setattr(pairs, "EXACT_SAMPLE", 40)
+    feats, cat, qry, _ = _setup(n_catalog=200, n_query=150, seed=4)
+    vectors, _ = metric_vectors(feats, "l2", cat)
+    index = build_annoy(vectors[cat], "l2", n_trees=5, seed=0)
+    none = [set()] * len(qry)
+
+    def run(seed):
+        return search_variant("x.y.l2", vectors, "l2", index, catalog_rows=cat, query_rows=qry,
+                              exclude=none, k=5, search_k=2000, device="cpu", seed=seed)
+
+    res, again, other = run(7), run(7), run(8)
+    assert res.annoy.idx.shape == (150, 5) and res.exact.idx.shape == (40, 5)
+    rows = res.exact_rows
+    assert len(set(rows)) == 40 and list(rows) == sorted(rows) and rows.max() < 150
+    np.testing.assert_array_equal(rows, again.exact_rows)
+    assert not np.array_equal(rows, other.exact_rows)
+    truth = exact_search(vectors[qry[rows]], vectors[cat], "l2", 5, item_rows=cat,
+                         exclude=[set()] * 40, device="cpu")
+    np.testing.assert_array_equal(res.exact.idx, truth.idx)
+    report = res.report
+    assert report["exact_queries"] == 40
+    low, high = report["top1_agreement_95"]
+    assert low <= report["top1_agreement"] <= high and high - low > 0
+    save_neighbours(tmp_path / "v.npz", res)
+    back = load_neighbours(tmp_path / "v.npz", "x.y.l2")
+    np.testing.assert_array_equal(back.exact_rows, rows)

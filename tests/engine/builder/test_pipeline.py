@@ -139,6 +139,16 @@ def test_force_replaces_an_existing_build(engine_fmnist_dir, engine_fake_feature
     assert sorted(p.name for p in out.parent.iterdir()) == ["out"]
 
 
+def test_a_repeated_catalog_builds_and_says_so(engine_fmnist_dir, engine_fake_features,
+                                               tmp_path):
+    opts = BuildOptions(catalog_path=str(engine_fmnist_dir), limit=30, queries=5,
+                        variants="offline", device="cpu", repeat=2)
+    manifest = build(tmp_path / "out", opts, tsne=False)
+    assert manifest["counts"]["catalog"] == 60 and manifest["source"]["repeat"] == 2
+    ids = [r["image_id"] for r in _table(tmp_path / "out") if r["split"] == "catalog"]
+    assert sum(i.endswith("~1") for i in ids) == 30
+
+
 @pytest.mark.slow
 def test_the_web_app_accepts_the_build(engine_real_build):
     builds = pytest.importorskip("webapp.jobs.builds")

@@ -24,6 +24,7 @@ def engine_runner():
     (["--batch-size", "0"], "Invalid value for '--batch-size'"),
     (["--catalog-path", "/no/such/dir"], "Invalid value for '--catalog-path'"),
     (["--fashion-input", "pool3"], "'pool3' is not one of 'pool4', 'pool5'"),
+    (["--repeat", "0"], "Invalid value for '--repeat': 0 is not in the range 1<=x<=1000"),
     ([], "Missing option '--out'"),
 ])
 def test_build_rejects_bad_options(engine_runner, tmp_path, args, message):
