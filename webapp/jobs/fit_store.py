@@ -53,10 +53,6 @@ class StoredFit:
         return self.body.get("corrected", {})
 
     @property
-    def raw(self) -> dict:
-        return self.body.get("raw", {})
-
-    @property
     def voters(self) -> dict | None:
         return self.body.get("voters")
 
