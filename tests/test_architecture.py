@@ -164,6 +164,17 @@ def test_a_running_web_app_has_loaded_no_engine_and_no_torch(tmp_path):
     assert done.stdout.strip().splitlines()[-1] == "[]"
 
 
+def test_the_engine_cli_and_the_crowd_start_without_torch():
+    """engine/nets/__init__.py and engine/formats/ are torch-free: `python -m engine --help`
+    and the crowd's vote files need no torch."""
+    code = ("import sys, engine.cli.main, engine.formats.builddir, engine.crowd.simulate, "
+            "engine.crowd.campaign; print('torch' in sys.modules)")
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "False"
+
+
 def test_modules_and_functions_are_small():
     big = []
     for name, path in MODULES.items():
