@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from engine.builder.pairs import duplicate_exclusions, random_control
+from engine.builder.pairs import duplicate_exclusions, random_control, write_pairs
 from engine.formats.builddir import (
     Table,
     atomic_dir,
@@ -152,8 +152,7 @@ def _write_pairs(tmp: Path, t: Training, matches: dict) -> list[dict]:
             if idx[j, 0] >= 0:
                 records.append({"query_id": query, "match_id": ids[idx[j, 0]],
                                 "variant": slug, "rank": 1, "distance": None})
-    with open(tmp / "pairs.jsonl", "w") as f:
-        f.writelines(json.dumps(r) + "\n" for r in records)
+    write_pairs(tmp / "pairs.jsonl", records)
     return records
 
 
