@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from engine.builder.index import Neighbours
+from engine.builder.exact import Neighbours
 
 logger = logging.getLogger(__name__)
 
@@ -81,17 +81,17 @@ def evaluate_variants(results: dict, variants: list, *, labels: np.ndarray,
         res = results[v.slug]
         entry = {"name": v.name, "network": v.network, "layer": v.layer, "metric": v.metric,
                  "control": v.control}
-        entry |= ranking_metrics(res.annoy, query_rows, labels, categories, relevant, item_ids)
+        entry |= ranking_metrics(res.found, query_rows, labels, categories, relevant, item_ids)
         if res.exact is not None:
             rows = np.arange(len(query_rows)) if res.exact_rows is None else res.exact_rows
             exact = ranking_metrics(res.exact, query_rows[rows], labels, categories,
                                     relevant[rows])
             entry["exact_top1_accuracy"] = exact["top1_accuracy"]
-            entry["annoy_vs_exact"] = {k: res.report[k] for k in
-                                       ("top1_agreement", "top1_agreement_95", "top1_same_item",
-                                        "recall_at_10", "exact_queries", "search_k")
-                                       if k in res.report}
-            entry["query_ms"] = {"annoy": res.report.get("annoy_ms_per_query"),
+            entry["index_vs_exact"] = {k: res.report[k] for k in
+                                       ("index", "top1_agreement", "top1_agreement_95",
+                                        "top1_same_item", "recall_at_10", "exact_queries",
+                                        "search_k", "nprobe") if k in res.report}
+            entry["query_ms"] = {"index": res.report.get("index_ms_per_query"),
                                  "exact": res.report.get("exact_ms_per_query")}
         if index_info and v.slug in index_info:
             entry["index"] = index_info[v.slug]
@@ -115,11 +115,11 @@ def markdown_report(report: dict) -> str:
              "catalog items. Cells: same-category accuracy of the top match (top-1).", ""]
     lines += _article_table(variants) + [""]
     lines += ["## Details", "",
-              "| variant | top-1 | exact top-1 | P@5 | P@20 | mAP@20 | Annoy agreement (95%) "
-              "| Annoy recall@10 | bits: ones / dead |",
+              "| variant | top-1 | exact top-1 | P@5 | P@20 | mAP@20 | index agreement (95%) "
+              "| index recall@10 | bits: ones / dead |",
               "|---|---|---|---|---|---|---|---|---|"]
     for slug, e in variants.items():
-        ave = e.get("annoy_vs_exact", {})
+        ave = e.get("index_vs_exact", {})
         bal = e.get("index", {}).get("bit_balance")
         bits = f"{bal['mean_fraction_ones']:.3f} / {bal['dead_bit_share']:.3f}" if bal else ""
         lines.append(f"| `{slug}` | {e['top1_accuracy']:.3f} | "

@@ -1,99 +1,66 @@
-"""Metric spaces, Annoy indexes and exact blockwise search.
+"""Each variant's index over the catalog, built from the shards: Annoy, or faiss past a size.
 
-Every variant compares vectors derived from one feature array:
-- `l1`, `l2`: the float features as they are (float32);
-- `cosine`: the features scaled to unit length (distance = Annoy's angular distance,
-  sqrt(2 - 2 cos));
-- `hamming`: one bit per dimension, set when the feature exceeds that dimension's
-  median over the catalog rows (features are non-negative after ReLU, so a zero
-  threshold would make most bits constant); distance = number of differing bits.
-  Annoy's hamming index packs the 0/1 vector into 64-bit words itself.
+- Annoy (catalogs up to ANNOY_MAX_ITEMS): seeded trees over the full vectors, the index
+  the article used; `search_k` is raised until it agrees with exact search.
+- faiss past that size (Annoy holds every vector in memory while it builds, and its build
+  time grows faster than the catalog): for l1, l2 and cosine an inverted-file index
+  (IVF-Flat) trained on a fixed sample, filled one shard at a time into per-shard files,
+  merged into one on-disk list file and memory-mapped when searched; `nprobe` is raised
+  until it agrees with exact search. For hamming, an exact binary index (one bit per
+  dimension, 1/32 of the float vectors), filled shard by shard.
 
-Annoy indexes are built on the full vectors (no dimensionality reduction), so the
-exact search below measures Annoy against the very same metric.
+Item i of every index is catalog position i (the i-th catalog row); searches map it back
+to the row. docs/benchmarks.md ("A real catalog") measures where the switch pays.
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+import math
+import shutil
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import numpy as np
 
+from engine.builder.exact import Neighbours
 from engine.builder.variants import METRICS
 from engine.formats.state import DEFAULT_TREES
-from engine.stats import wilson_interval
 
 logger = logging.getLogger(__name__)
 
-# Hamming thresholds: each dimension's median over at most this many catalog rows.
-MEDIAN_SAMPLE = 20_000
-MEDIAN_SEED = 0
+ANNOY_MAX_ITEMS = 50_000
+INDEX_KINDS = ("auto", "annoy", "faiss")
+IVF_TRAIN_ROWS = 20_000
+FIRST_NPROBE = 8
+
+Parts = Callable[[], Iterable[tuple[np.ndarray, np.ndarray]]]  # (positions, vectors)
 
 
-@dataclass
-class Neighbours:
-    """The k nearest catalog rows of each query: row indices and distances."""
-
-    idx: np.ndarray  # (queries, k) int64, indices into the catalog table
-    dist: np.ndarray  # (queries, k) float32
-
-
-def median_rows(catalog_rows: np.ndarray) -> np.ndarray:
-    """Return the catalog rows the Hamming medians come from: all of them up to
-    MEDIAN_SAMPLE, else a fixed random MEDIAN_SAMPLE of them (the same for every caller,
-    so index, pairs and retraining binarize alike)."""
-    if len(catalog_rows) <= MEDIAN_SAMPLE:
-        return catalog_rows
-    pick = np.random.default_rng(MEDIAN_SEED).choice(len(catalog_rows), MEDIAN_SAMPLE,
-                                                      replace=False)
-    return catalog_rows[np.sort(pick)]
+def index_kind(asked: str, n_items: int) -> str:
+    """Return the index a variant gets: annoy up to ANNOY_MAX_ITEMS items, else faiss."""
+    if asked not in INDEX_KINDS:
+        raise ValueError(f"unknown index {asked!r}; accepted: {', '.join(INDEX_KINDS)}")
+    if asked != "auto":
+        return asked
+    return "annoy" if n_items <= ANNOY_MAX_ITEMS else "faiss"
 
 
-def binarize(features: np.ndarray, catalog_rows: np.ndarray) -> tuple[np.ndarray, dict]:
-    """Threshold every dimension at its catalog median (median_rows); return bits and
-    their balance."""
-    rows = median_rows(catalog_rows)
-    thresholds = np.median(np.asarray(features[rows], dtype=np.float32), axis=0)
-    feats = np.asarray(features, dtype=np.float32)
-    bits = feats > thresholds
-    cat_bits = bits[catalog_rows]
-    ones = cat_bits.mean(axis=0)
-    balance = {
-        "bits": int(bits.shape[1]),
-        "mean_fraction_ones": round(float(ones.mean()), 4),
-        "dead_bit_share": round(float(np.mean((ones == 0) | (ones == 1))), 4),
-        "threshold": "catalog median per dimension (bit = feature > median)",
-        "median_rows": int(len(rows)),
-    }
-    return bits, balance
+# --- Annoy ---------------------------------------------------------------------------
 
-
-def metric_vectors(features: np.ndarray, metric: str,
-                   catalog_rows: np.ndarray) -> tuple[np.ndarray, dict]:
-    """Return the float32 vectors a metric compares (bits as 0/1 for hamming), plus info."""
-    if metric not in METRICS:
-        raise ValueError(f"unknown metric {metric!r}; accepted: {', '.join(METRICS)}")
-    if metric == "hamming":
-        bits, balance = binarize(features, catalog_rows)
-        return bits.astype(np.float32), {"bit_balance": balance}
-    vectors = np.asarray(features, dtype=np.float32)
-    if metric == "cosine":
-        norms = np.linalg.norm(vectors, axis=1, keepdims=True)
-        vectors = vectors / np.maximum(norms, 1e-12)
-    return np.ascontiguousarray(vectors), {}
-
-
-def build_annoy(vectors: np.ndarray, metric: str, *, n_trees: int = DEFAULT_TREES,
-                seed: int = 0):
-    """Build a seeded Annoy index over the rows of vectors (item i = row i)."""
+def build_annoy(vectors, metric: str, *, n_trees: int = DEFAULT_TREES, seed: int = 0, dims=None):
+    """Build a seeded Annoy index: item i = row i of `vectors` (an array), or the given
+    positions of (positions, vectors) parts."""
     from annoy import AnnoyIndex
 
-    index = AnnoyIndex(vectors.shape[1], METRICS[metric])
-    index.set_seed(seed)
-    for i, v in enumerate(vectors):
-        index.add_item(i, v)
+    parts = [(np.arange(len(vectors)), vectors)] if isinstance(vectors, np.ndarray) else vectors
+    index = None
+    for positions, rows in parts:
+        if index is None:
+            index = AnnoyIndex(dims or rows.shape[1], METRICS[metric])
+            index.set_seed(seed)
+        for i, v in zip(positions, rows, strict=True):
+            index.add_item(int(i), v)
     index.build(n_trees, n_jobs=1)  # one job: tree building must not depend on threading
     return index
 
@@ -123,63 +90,165 @@ def annoy_search(index, queries: np.ndarray, k: int, *, search_k: int,
     return Neighbours(idx, dist)
 
 
-def _block_distances(q, c, metric: str, c_sq=None):
-    import torch
+# --- faiss -----------------------------------------------------------------------------
 
-    if metric == "l1":
-        return torch.cdist(q, c, p=1)
-    if metric == "hamming":  # bits as 0/1: |a| + |b| - 2 a.b, exact in float32
-        return q.sum(1, keepdim=True) + c_sq[None, :] - 2 * q @ c.T
-    # l2 and cosine (unit vectors): sqrt(|a|^2 + |b|^2 - 2 a.b), float64 for accuracy
-    q64 = q.double()
-    d2 = (q64 * q64).sum(1, keepdim=True) + c_sq[None, :] - 2 * q64 @ c.double().T
-    return d2.clamp_min(0).sqrt().float()
+def _faiss_metric(metric: str):
+    import faiss
+
+    return {"l1": faiss.METRIC_L1, "l2": faiss.METRIC_L2,
+            "cosine": faiss.METRIC_INNER_PRODUCT}[metric]
 
 
-def exact_search(queries: np.ndarray, catalog: np.ndarray, metric: str, k: int, *,
-                 item_rows: np.ndarray, exclude: list[set[int]], device: str = "auto",
-                 block: int = 256) -> Neighbours:
-    """Return each query's exact k nearest catalog rows by blockwise search in torch."""
-    import torch
+def ivf_sample(n_items: int, seed: int) -> np.ndarray:
+    """Return the catalog positions IVF trains on: all up to IVF_TRAIN_ROWS, else a
+    seeded random IVF_TRAIN_ROWS of them, in order."""
+    if n_items <= IVF_TRAIN_ROWS:
+        return np.arange(n_items)
+    return np.sort(np.random.default_rng(seed).choice(n_items, IVF_TRAIN_ROWS, replace=False))
 
-    from engine.nets.features import resolve_device
 
-    dev = resolve_device(device)
-    c = torch.from_numpy(np.ascontiguousarray(catalog, dtype=np.float32)).to(dev)
+def ivf_lists(n_items: int) -> int:
+    """Inverted lists for n items: about sqrt(n), between 16 and 4,096."""
+    return int(min(4096, max(16, round(math.sqrt(n_items)))))
+
+
+def build_faiss(parts: Parts, sample: np.ndarray, metric: str, n_items: int,
+                path: Path) -> dict:
+    """Build a variant's faiss index at `path` from its parts; `sample` holds the metric
+    vectors IVF trains on. Return what the manifest says of it."""
+    import faiss
+
     if metric == "hamming":
-        c_sq = c.sum(1)
+        return _build_binary(parts, sample.shape[1], path)
+    nlist = min(ivf_lists(n_items), len(sample))
+    index = faiss.IndexIVFFlat(faiss.IndexFlat(sample.shape[1], _faiss_metric(metric)),
+                               sample.shape[1], nlist, _faiss_metric(metric))
+    index.cp.seed = 0  # k-means seed: the same lists every build
+    index.train(np.ascontiguousarray(sample, dtype=np.float32))
+    part_dir = path.with_suffix(".parts")
+    part_dir.mkdir(exist_ok=True)
+    files = []
+    for n, (positions, rows) in enumerate(parts()):
+        shard = faiss.clone_index(index)
+        shard.add_with_ids(np.ascontiguousarray(rows, dtype=np.float32), positions)
+        files.append(str(part_dir / f"part-{n:05d}.ivf"))
+        faiss.write_index(shard, files[-1])
+    from faiss.contrib.ondisk import merge_ondisk
+
+    merge_ondisk(index, files, str(path.with_suffix(".ivfdata")))
+    faiss.write_index(index, str(path))
+    shutil.rmtree(part_dir)
+    return {"kind": "faiss-ivf-flat", "lists": nlist, "train_rows": len(sample),
+            "data": path.with_suffix(".ivfdata").name}
+
+
+def _build_binary(parts: Parts, dims: int, path: Path) -> dict:
+    import faiss
+
+    index = faiss.IndexBinaryFlat(8 * math.ceil(dims / 8))
+    for _, rows in parts():
+        index.add(np.packbits(np.asarray(rows) > 0, axis=1))
+    faiss.write_index_binary(index, str(path))
+    return {"kind": "faiss-binary-flat", "exact": True}
+
+
+class FaissSearch:
+    """A saved faiss index, memory-mapped, searched with exclusions."""
+
+    def __init__(self, path: Path, metric: str):
+        import faiss
+
+        self.metric = metric
+        if metric == "hamming":
+            self.index = faiss.read_index_binary(str(path))
+            self.nprobe = None
+        else:
+            self.index = faiss.read_index(str(path), faiss.IO_FLAG_ONDISK_SAME_DIR)
+            self.nprobe = min(FIRST_NPROBE, self.index.nlist)
+            self.index.nprobe = self.nprobe
+
+    def escalate(self) -> bool:
+        """Double nprobe (up to every list); say whether it changed."""
+        if self.nprobe is None or self.nprobe >= self.index.nlist:
+            return False
+        self.nprobe = min(2 * self.nprobe, self.index.nlist)
+        self.index.nprobe = self.nprobe
+        return True
+
+    def search(self, queries: np.ndarray, k: int, *, item_rows: np.ndarray,
+               exclude: list[set[int]]) -> Neighbours:
+        extra = max((len(e) for e in exclude), default=0)
+        n = min(k + extra, len(item_rows))
+        if self.metric == "hamming":
+            dist, pos = self.index.search(np.packbits(queries > 0, axis=1), n)
+        else:
+            dist, pos = self.index.search(np.ascontiguousarray(queries, np.float32), n)
+        dist = self._distances(dist.astype(np.float64))
+        idx = np.full((len(queries), k), -1, dtype=np.int64)
+        out = np.full((len(queries), k), np.inf, dtype=np.float32)
+        for qi in range(len(queries)):
+            kept = [(item_rows[p], d) for p, d in zip(pos[qi], dist[qi], strict=True)
+                    if p >= 0 and item_rows[p] not in exclude[qi]][:k]
+            for j, (row, d) in enumerate(kept):
+                idx[qi, j], out[qi, j] = row, d
+        return Neighbours(idx, out)
+
+    def _distances(self, raw: np.ndarray) -> np.ndarray:
+        if self.metric == "l2":
+            return np.sqrt(np.maximum(raw, 0))
+        if self.metric == "cosine":  # inner products of unit vectors -> Annoy's angular
+            return np.sqrt(np.maximum(2 - 2 * raw, 0))
+        return raw
+
+
+class AnnoySearch:
+    """An Annoy index (built, or saved and memory-mapped) searched with exclusions."""
+
+    def __init__(self, index, search_k: int):
+        self.index, self.search_k = index, search_k
+
+    @classmethod
+    def open(cls, path: Path, dims: int, metric: str, search_k: int) -> AnnoySearch:
+        return cls(load_annoy(path, dims, metric), search_k)
+
+    def escalate(self) -> bool:
+        self.search_k *= 2
+        return True
+
+    def search(self, queries: np.ndarray, k: int, *, item_rows: np.ndarray,
+               exclude: list[set[int]]) -> Neighbours:
+        return annoy_search(self.index, queries, k, search_k=self.search_k,
+                            item_rows=item_rows, exclude=exclude)
+
+
+# --- one variant's index, either kind ----------------------------------------------------
+
+def build_index(path: Path, kind: str, metric: str, parts: Parts, *, dims: int, n_items: int,
+                sample: Callable[[], np.ndarray], trees: int, seed: int) -> dict:
+    """Build one variant's index of `kind` at `path` + its suffix; return its info:
+    the file and what a search needs to open it."""
+    if kind == "annoy":
+        path = path.with_name(f"{path.name}.ann")
+        index = build_annoy(parts(), metric, n_trees=trees, seed=seed, dims=dims)
+        index.save(str(path))
+        index.unload()
+        info = {"kind": "annoy", "annoy_metric": METRICS[metric], "trees": trees, "seed": seed}
     else:
-        c_sq = (c.double() ** 2).sum(1)
-    position = {int(row): i for i, row in enumerate(item_rows)}
-    idx_out, dist_out = [], []
-    with torch.inference_mode():
-        for start in range(0, len(queries), block):
-            q = torch.from_numpy(np.ascontiguousarray(queries[start:start + block],
-                                                      dtype=np.float32)).to(dev)
-            d = _block_distances(q, c, metric, c_sq)
-            for qi in range(len(q)):
-                for row in exclude[start + qi]:
-                    d[qi, position[row]] = float("inf")
-            kk = min(k, c.shape[0])
-            # Stable order on ties: sort by distance, then by catalog position.
-            vals, pos = torch.sort(d, dim=1, stable=True)
-            idx_out.append(pos[:, :kk].cpu().numpy())
-            dist_out.append(vals[:, :kk].cpu().numpy())
-    pos = np.concatenate(idx_out)
-    return Neighbours(np.asarray(item_rows)[pos].astype(np.int64),
-                      np.concatenate(dist_out).astype(np.float32))
+        path = path.with_name(f"{path.name}.faiss")
+        info = build_faiss(parts, sample(), metric, n_items, path)
+    return {"file": f"{path.parent.name}/{path.name}", "dims": dims, "items": n_items} | info
 
 
-def agreement(annoy: Neighbours, exact: Neighbours, *, rtol: float = 1e-4) -> dict:
-    """Compare Annoy with exact search on the same queries: top-1 agreement (ties count)
-    with its Wilson 95% interval, and recall@10."""
-    same = annoy.idx[:, 0] == exact.idx[:, 0]
-    tie = annoy.dist[:, 0] <= exact.dist[:, 0] * (1 + rtol) + 1e-6
-    k = min(10, annoy.idx.shape[1], exact.idx.shape[1])
-    recall = np.mean([len(set(a[:k]) & set(e[:k])) / k
-                      for a, e in zip(annoy.idx, exact.idx, strict=True)]) if k else 0.0
-    low, high = wilson_interval(int(np.sum(same | tie)), len(same))
-    return {"top1_agreement": round(float(np.mean(same | tie)), 4),
-            "top1_agreement_95": [round(low, 4), round(high, 4)],
-            "top1_same_item": round(float(np.mean(same)), 4),
-            "recall_at_10": round(float(recall), 4), "exact_queries": len(same)}
+def open_index(build: Path, info: dict, metric: str, *, search_k: int):
+    """Open a variant's saved index (its info from the index stage's report)."""
+    path = build / info["file"]
+    if info.get("kind", "annoy") == "annoy":
+        return AnnoySearch.open(path, info["dims"], metric, search_k)
+    return FaissSearch(path, metric)
+
+
+def setting(index) -> dict:
+    """What the search ran with, for the report."""
+    if isinstance(index, AnnoySearch):
+        return {"index": "annoy", "search_k": index.search_k}
+    return {"index": "faiss", "nprobe": index.nprobe}

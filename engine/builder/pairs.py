@@ -1,10 +1,10 @@
-"""Pick each query's match under every variant (Annoy, checked against exact search).
+"""Pick each query's match under every variant (its index, checked against exact search).
 
 Every variant answers the same queries. A match is never the query itself nor a
 catalog image whose pixels are byte-identical to it (Fashion-MNIST has exact
 duplicates across its train and test splits).
 
-Exact search checks Annoy on a fixed, seeded random sample of at most EXACT_SAMPLE
+Exact search checks the index on a fixed, seeded random sample of at most EXACT_SAMPLE
 queries (every query, in order, when there are no more), so the check costs sample x
 catalog, not queries x catalog; the report gives the agreement with its interval.
 """
@@ -14,12 +14,15 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from engine.builder.index import Neighbours, agreement, annoy_search, exact_search
+from engine.builder.exact import Neighbours, agreement, exact_search
+from engine.builder.index import setting
+from engine.builder.metric import MetricSpace, catalog_parts
 
 logger = logging.getLogger(__name__)
 
@@ -30,10 +33,10 @@ EXACT_SAMPLE = 1000
 
 @dataclass
 class VariantResult:
-    """What one variant returned for the queries, and how Annoy compared with exact."""
+    """What one variant's index returned for the queries, and how it compared with exact."""
 
     slug: str
-    annoy: Neighbours
+    found: Neighbours
     exact: Neighbours | None = None  # for the queries at positions exact_rows only
     report: dict = field(default_factory=dict)
     exact_rows: np.ndarray | None = None  # positions in the query list; None: every query
@@ -64,37 +67,47 @@ def default_search_k(n_catalog: int, k: int, n_trees: int) -> int:
     return max(k * n_trees * 10, n_catalog)
 
 
-def search_variant(slug: str, vectors: np.ndarray, metric: str, index, *,
-                   catalog_rows: np.ndarray, query_rows: np.ndarray, exclude: list[set[int]],
-                   k: int, search_k: int, device: str = "auto", seed: int = 0) -> VariantResult:
-    """Query Annoy, and exact search on the sample of queries (exact_sample, `seed`);
-    raise search_k until top-1 agreement on the sample meets the target."""
-    queries = vectors[query_rows]
-    sample = exact_sample(len(query_rows), seed)
+def exact_check(features, space: MetricSpace, catalog_rows: np.ndarray, queries: np.ndarray,
+                exclude: list[set[int]], k: int, device: str) -> Callable:
+    """Return search_variant's `exact`: exact search of a sample of the queries (metric
+    vectors) over the catalog's shards, one shard at a time."""
+    def exact(sample: np.ndarray) -> Neighbours:
+        parts = ((pos, space.vectors(rows)) for pos, rows in catalog_parts(features, catalog_rows))
+        return exact_search(queries[sample], parts, space.metric, k, item_rows=catalog_rows,
+                            exclude=[exclude[i] for i in sample], device=device)
+    return exact
+
+
+def search_variant(slug: str, index, queries: np.ndarray, *,
+                   exact: Callable[[np.ndarray], Neighbours], item_rows: np.ndarray,
+                   exclude: list[set[int]], k: int, seed: int = 0) -> VariantResult:
+    """Query the variant's index (index.AnnoySearch or FaissSearch) with every query's
+    metric vector; `exact(sample)` gives exact search on the sample of queries
+    (exact_sample, `seed`). Raise search_k / nprobe until top-1 agreement on the sample
+    meets the target."""
+    sample = exact_sample(len(queries), seed)
     t0 = time.perf_counter()
-    exact = exact_search(queries[sample], vectors[catalog_rows], metric, k,
-                         item_rows=catalog_rows, exclude=[exclude[i] for i in sample],
-                         device=device)
+    truth = exact(sample)
     exact_s = time.perf_counter() - t0
     for attempt in range(MAX_ESCALATIONS + 1):
         t0 = time.perf_counter()
-        found = annoy_search(index, queries, k, search_k=search_k, item_rows=catalog_rows,
-                             exclude=exclude)
-        annoy_s = time.perf_counter() - t0
-        agree = agreement(Neighbours(found.idx[sample], found.dist[sample]), exact)
+        found = index.search(queries, k, item_rows=item_rows, exclude=exclude)
+        index_s = time.perf_counter() - t0
+        agree = agreement(Neighbours(found.idx[sample], found.dist[sample]), truth)
         if agree["top1_agreement"] >= AGREEMENT_TARGET or attempt == MAX_ESCALATIONS:
             break
-        logger.info("%s: Annoy top-1 agreement %.3f < %.2f at search_k=%d; doubling it",
-                    slug, agree["top1_agreement"], AGREEMENT_TARGET, search_k)
-        search_k *= 2
+        logger.info("%s: top-1 agreement %.3f < %.2f at %s", slug, agree["top1_agreement"],
+                    AGREEMENT_TARGET, setting(index))
+        if not index.escalate():
+            break
     if agree["top1_agreement"] < AGREEMENT_TARGET:
-        logger.warning("%s: Annoy top-1 agreement %.3f stays below %.2f", slug,
+        logger.warning("%s: top-1 agreement %.3f stays below %.2f", slug,
                        agree["top1_agreement"], AGREEMENT_TARGET)
-    report = {**agree, "search_k": search_k, "annoy_query_s": round(annoy_s, 3),
+    report = {**agree, **setting(index), "index_query_s": round(index_s, 3),
               "exact_query_s": round(exact_s, 3),
-              "annoy_ms_per_query": round(1000 * annoy_s / max(len(queries), 1), 3),
+              "index_ms_per_query": round(1000 * index_s / max(len(queries), 1), 3),
               "exact_ms_per_query": round(1000 * exact_s / max(len(sample), 1), 3)}
-    return VariantResult(slug, found, exact, report, sample)
+    return VariantResult(slug, found, truth, report, sample)
 
 
 def random_control(query_rows: np.ndarray, catalog_rows: np.ndarray,
@@ -118,11 +131,11 @@ def pair_records(result: VariantResult, query_rows: np.ndarray, image_id: list[s
     """Return pairs.jsonl records for one variant: ranks 1..ranks per query."""
     records = []
     for qi, q in enumerate(query_rows):
-        for r in range(min(ranks, result.annoy.idx.shape[1])):
-            row = int(result.annoy.idx[qi, r])
+        for r in range(min(ranks, result.found.idx.shape[1])):
+            row = int(result.found.idx[qi, r])
             if row < 0:
                 continue
-            d = float(result.annoy.dist[qi, r])
+            d = float(result.found.dist[qi, r])
             records.append({"query_id": image_id[q], "match_id": image_id[row],
                             "variant": result.slug, "rank": r + 1,
                             "distance": None if np.isnan(d) else round(d, 5)})
@@ -137,8 +150,8 @@ def write_pairs(path: Path, records: list[dict]) -> None:
 
 
 def save_neighbours(path: Path, result: VariantResult) -> None:
-    """Save a variant's Annoy and exact neighbours (for `evaluate` run on its own)."""
-    arrays = {"annoy_idx": result.annoy.idx, "annoy_dist": result.annoy.dist}
+    """Save a variant's index and exact neighbours (for `evaluate` run on its own)."""
+    arrays = {"annoy_idx": result.found.idx, "annoy_dist": result.found.dist}
     if result.exact is not None:
         arrays |= {"exact_idx": result.exact.idx, "exact_dist": result.exact.dist}
         if result.exact_rows is not None:

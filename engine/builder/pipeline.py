@@ -1,8 +1,8 @@
 """Run the engine's stages and write the build directory (docs/build-format.md).
 
-`build()` runs every stage into a temporary directory next to the output and renames
-it into place at the end, so a crashed build never leaves a directory that looks
-complete. The single-stage functions (`extract`, `train`, `index`, `pairs`,
+`build()` runs every stage in `<out>.partial` and renames it into place at the end, so
+a stopped build never leaves a directory that looks complete, and the same command
+resumes it from its finished feature parts (builder.partial, builder.extract). The single-stage functions (`extract`, `train`, `index`, `pairs`,
 `evaluate`) work in place on a build directory and chain through its files; the
 engine's own bookkeeping (options, variant set, pixel hashes, timings) lives in
 `engine-state.json`.
@@ -10,9 +10,8 @@ engine's own bookkeeping (options, variant set, pixel hashes, timings) lives in
 
 from __future__ import annotations
 
-import inspect
-import json
 import logging
+import shutil
 import time
 from contextlib import contextmanager
 from dataclasses import asdict
@@ -22,10 +21,13 @@ import numpy as np
 
 from engine.builder.catalog import Catalog, load_catalog
 from engine.builder.evaluate import evaluate_variants, tsne_plot, write_reports
-from engine.builder.index import build_annoy, load_annoy, metric_vectors
+from engine.builder.extract import EVERY_PART, WorkerShare, features_stage
+from engine.builder.index import build_index, index_kind, ivf_sample, open_index
+from engine.builder.metric import MetricSpace, catalog_parts
 from engine.builder.pairs import (
     default_search_k,
     duplicate_exclusions,
+    exact_check,
     load_neighbours,
     pair_records,
     random_control,
@@ -33,23 +35,30 @@ from engine.builder.pairs import (
     search_variant,
     write_pairs,
 )
-from engine.builder.variants import RANDOM, Variant, VariantSet, choose_variant_set, variants_of
+from engine.builder.partial import check_resumable, partial_dir, same_options
+from engine.builder.variants import RANDOM, VariantSet, choose_variant_set, variants_of
 from engine.formats.builddir import (
     FORMAT_VERSION,
     Table,
-    atomic_dir,
-    feature_path,
     load_features,
+    publish_dir,
     read_table,
     write_manifest,
     write_table,
     write_thumbnail,
 )
-from engine.formats.state import BuildOptions, BuildState, load_state, save_state
+from engine.formats.state import (
+    STATE_FILE,
+    BuildOptions,
+    BuildState,
+    load_state,
+    save_state,
+)
 
 logger = logging.getLogger(__name__)
 
-FASHION_NETWORKS = ("vgg16-fashion",)
+TSNE_ROWS = 10_000  # t-SNE maps draw at most this many catalog rows (a seeded sample)
+
 
 
 # --- stage bookkeeping ------------------------------------------------------------
@@ -100,94 +109,56 @@ def reopen_catalog(out: Path, state: BuildState) -> Catalog:
     return catalog
 
 
-def features_stage(out: Path, catalog: Catalog, state: BuildState, *,
-                   networks: set[str] | None = None) -> None:
-    """Compute the features the variants need (optionally only some networks); save them."""
-    from engine.builder.variant_features import compute_variant_features
-
-    needed = _needed(variants_of(state))
-    if networks is not None:
-        needed = {n: layers for n, layers in needed.items() if n in networks}
-    if not needed:
-        return
-    o = state.build_options
-    (out / "features").mkdir(exist_ok=True)
-    (out / "checkpoints").mkdir(exist_ok=True)
-    extra = {}
-    if "num_workers" in inspect.signature(compute_variant_features).parameters:
-        extra["num_workers"] = o.workers
-    elif o.workers:
-        logger.warning("--workers %d ignored: feature extraction here runs in-process", o.workers)
-    feats, report = compute_variant_features(
-        catalog, catalog.label, catalog.categories, needed, image_size=o.image_size,
-        device=o.device, batch_size=o.batch_size, seed=o.seed,
-        checkpoint_dir=out / "checkpoints", is_train_mask=catalog.split == "catalog",
-        fashion_input=o.fashion_input, allow_download=o.allow_download, **extra)
-    for (network, layer), arr in feats.items():
-        np.save(feature_path(out, f"{network}.{layer}"), np.asarray(arr, dtype=np.float16))
-    # Paths inside the (temporary) build directory are recorded relative to it.
-    report = json.loads(json.dumps(report, default=str).replace(f"{out}/", ""))
-    state.reports.setdefault("features", {}).update(report)
-
-
-def _needed(variants: list[Variant]) -> dict[str, list[str]]:
-    out: dict[str, list[str]] = {}
-    for v in variants:
-        layers = out.setdefault(v.network, [])
-        if v.layer not in layers:
-            layers.append(v.layer)
-    return out
-
-
 def index_stage(out: Path, state: BuildState) -> None:
-    """Build and save one seeded Annoy index per variant."""
+    """Build one index per variant from the shards (builder.index: Annoy or faiss)."""
     table = Table.read(out, state)
     o = state.build_options
     (out / "indexes").mkdir(exist_ok=True)
+    cat = table.catalog_rows
+    kind = index_kind(o.index, len(cat))
     info = {}
     for v in variants_of(state):
         t0 = time.perf_counter()
-        vectors, extra = metric_vectors(load_features(out, v.feature_key), v.metric,
-                                        table.catalog_rows)
-        index = build_annoy(vectors[table.catalog_rows], v.metric, n_trees=o.trees, seed=o.seed)
-        index.save(str(out / "indexes" / f"{v.slug}.ann"))
-        index.unload()
-        info[v.slug] = {"file": f"indexes/{v.slug}.ann", "dims": int(vectors.shape[1]),
-                        "annoy_metric": _annoy_metric(v.metric), "trees": o.trees,
-                        "seed": o.seed, "items": len(table.catalog_rows),
-                        "build_s": round(time.perf_counter() - t0, 2)} | extra
+        features = load_features(out, v.feature_key)
+        space = MetricSpace.fit(features, v.metric, cat)
+
+        def parts(features=features, space=space):
+            return ((pos, space.vectors(rows)) for pos, rows in catalog_parts(features, cat))
+
+        def sample(features=features, space=space):
+            return space.vectors(features[cat[ivf_sample(len(cat), o.seed)]])
+
+        info[v.slug] = build_index(out / "indexes" / v.slug, kind, v.metric, parts,
+                                   dims=features.shape[1], n_items=len(cat), sample=sample,
+                                   trees=o.trees, seed=o.seed) | space.info
+        info[v.slug]["build_s"] = round(time.perf_counter() - t0, 2)
     state.reports["index"] = info
-
-
-def _annoy_metric(metric: str) -> str:
-    from engine.builder.variants import METRICS
-
-    return METRICS[metric]
 
 
 def pairs_stage(out: Path, state: BuildState) -> list[dict]:
     """Query every index (checked against exact search), add the control, write pairs."""
     table = Table.read(out, state)
     o = state.build_options
-    exclude = duplicate_exclusions(table.pixel_hash, table.query_rows, table.catalog_rows)
-    k = min(o.k, len(table.catalog_rows))
-    search_k = o.search_k or default_search_k(len(table.catalog_rows), k, o.trees)
+    cat = table.catalog_rows
+    exclude = duplicate_exclusions(table.pixel_hash, table.query_rows, cat)
+    k = min(o.k, len(cat))
+    search_k = o.search_k or default_search_k(len(cat), k, o.trees)
     (out / "neighbours").mkdir(exist_ok=True)
     records, reports = [], {}
     for v in variants_of(state):
-        vectors, _ = metric_vectors(load_features(out, v.feature_key), v.metric,
-                                    table.catalog_rows)
-        index = load_annoy(out / "indexes" / f"{v.slug}.ann", vectors.shape[1], v.metric)
-        result = search_variant(v.slug, vectors, v.metric, index, catalog_rows=table.catalog_rows,
-                                query_rows=table.query_rows, exclude=exclude, k=k,
-                                search_k=search_k, device=o.device, seed=o.seed)
-        index.unload()
+        features = load_features(out, v.feature_key)
+        space = MetricSpace.fit(features, v.metric, cat)
+        queries = space.vectors(features[table.query_rows])
+        index = open_index(out, state.reports["index"][v.slug], v.metric, search_k=search_k)
+        result = search_variant(v.slug, index, queries, item_rows=cat, exclude=exclude, k=k,
+                                seed=o.seed, exact=exact_check(features, space, cat, queries,
+                                                               exclude, k, o.device))
         save_neighbours(out / "neighbours" / f"{v.slug}.npz", result)
         records += pair_records(result, table.query_rows, table.image_id, ranks=o.ranks)
         reports[v.slug] = result.report
-        logger.info("%s: Annoy top-1 agreement with exact %.4f", v.slug,
+        logger.info("%s: %s top-1 agreement with exact %.4f", v.slug, result.report["index"],
                     result.report["top1_agreement"])
-    control = random_control(table.query_rows, table.catalog_rows, exclude, k=k, seed=o.seed)
+    control = random_control(table.query_rows, cat, exclude, k=k, seed=o.seed)
     save_neighbours(out / "neighbours" / "random.npz", control)
     records += pair_records(control, table.query_rows, table.image_id, ranks=o.ranks)
     write_pairs(out / "pairs.jsonl", records)
@@ -237,9 +208,12 @@ def tsne_maps(out: Path, state: BuildState, table: Table) -> None:
     """Draw one t-SNE PNG per network/layer the variants use."""
     (out / "tsne").mkdir(exist_ok=True)
     o = state.build_options
+    rows = table.catalog_rows
+    if len(rows) > TSNE_ROWS:
+        rows = np.sort(np.random.default_rng(o.seed).choice(rows, TSNE_ROWS, replace=False))
     for key in dict.fromkeys(v.feature_key for v in variants_of(state)):
-        feats = load_features(out, key)[table.catalog_rows]
-        tsne_plot(feats, table.labels[table.catalog_rows], state.categories,
+        feats = load_features(out, key)[rows]
+        tsne_plot(feats, table.labels[rows], state.categories,
                   out / "tsne" / f"{key}.png", title=f"{key} (catalog, t-SNE)", seed=o.seed)
 
 
@@ -257,6 +231,8 @@ def write_build_manifest(out: Path, state: BuildState) -> dict:
                    "skipped_images": len(state.skipped)},
         "categories": state.categories,
         "variants": variants,
+        "indexes": {slug: {k: info[k] for k in ("kind", "file", "items") if k in info}
+                    for slug, info in state.reports.get("index", {}).items()},
     })
 
 
@@ -264,17 +240,25 @@ def write_build_manifest(out: Path, state: BuildState) -> dict:
 
 def build(out: str | Path, opts: BuildOptions, *, force: bool = False,
           tsne: bool = True) -> dict:
-    """Run every stage into a temporary directory, then move it to `out`; return the manifest."""
+    """Run every stage in `<out>.partial`, then rename it to `out`; return the manifest.
+    A build that stops keeps its finished feature parts there, and the same command
+    resumes from them."""
     out = Path(out)
     if out.exists() and any(out.iterdir()) and not force:
         raise ValueError(f"output directory {out} exists and is not empty; "
                          "pass --force to replace it")
+    partial = partial_dir(out)
+    check_resumable(partial, opts, force=force)
     try:
-        with atomic_dir(out) as tmp:
-            manifest = _build_into(tmp, opts, tsne=tsne)
+        manifest = _build_into(partial, opts, tsne=tsne)
     except BaseException:
-        logger.error("Build failed; the partial directory beside %s was removed", out)
+        if (partial / "features").is_dir():
+            logger.error("Build stopped; %s keeps its finished feature parts: run the same "
+                         "command again to resume", partial)
+        else:
+            shutil.rmtree(partial, ignore_errors=True)
         raise
+    publish_dir(partial, out)
     logger.info("Build written to %s", out)
     return manifest
 
@@ -299,31 +283,38 @@ def _build_into(tmp: Path, opts: BuildOptions, *, tsne: bool) -> dict:
 
 # --- single stages, in place on a build directory --------------------------------------
 
-def run_stage(stage: str, build_dir: str | Path, opts: BuildOptions | None = None,
-              **runtime) -> BuildState:
-    """Run one stage in place on a build directory; extract starts one from opts."""
+def run_stage(stage: str, build_dir: str | Path, opts: BuildOptions | None = None, *,
+              share: WorkerShare = EVERY_PART, **runtime) -> BuildState:
+    """Run one stage in place on a build directory; extract starts one from opts (or goes
+    on with one started with the same options: workers, resumed runs)."""
     out = Path(build_dir)
     if stage == "extract":
-        catalog, state = init_build(out, opts or BuildOptions())
+        opts = opts or BuildOptions()
+        if (out / STATE_FILE).is_file() and not same_options(load_state(out).options, opts):
+            raise ValueError(f"{out} holds a build started with other options; nothing was "
+                             "overwritten: use a new --build directory")
+        catalog, state = init_build(out, opts)
     else:
         state = load_state(out)
         state.options |= {k: v for k, v in runtime.items() if v is not None}
         catalog = reopen_catalog(out, state) if stage in ("train", "pairs") else None
     with timed(state, stage):
-        _STAGES[stage](out, catalog, state)
+        if stage == "extract":
+            _extract(out, catalog, state, share)
+        else:
+            _STAGES[stage](out, catalog, state)
     save_state(out, state)
     if (out / "pairs.jsonl").is_file():
         write_build_manifest(out, state)
     return state
 
 
-def _extract(out, catalog, state):
-    networks = set(_needed(variants_of(state))) - set(FASHION_NETWORKS)
-    features_stage(out, catalog, state, networks=networks)
+def _extract(out, catalog, state, share=EVERY_PART):
+    features_stage(out, catalog, state, fashion=False, share=share)
 
 
 def _train(out, catalog, state):
-    features_stage(out, catalog, state, networks=set(FASHION_NETWORKS))
+    features_stage(out, catalog, state, pretrained=False)
 
 
 def _pairs(out, catalog, state):
@@ -331,7 +322,6 @@ def _pairs(out, catalog, state):
 
 
 _STAGES = {
-    "extract": _extract,
     "train": _train,
     "index": lambda out, catalog, state: index_stage(out, state),
     "pairs": _pairs,

@@ -1,19 +1,24 @@
-"""A build's features: every variant's network/layer rows, one VGG16 pass for all VGGs.
+"""A build's features, the torch side: every variant's network/layer rows.
 
-The pipeline computes them for the catalog (training vgg16-fashion's head on the
-catalog rows); retraining embeds a fresh query pool with the build's trained head.
+The pipeline streams them (builder.extract): `pass_batches` runs one pretrained network
+over the images and yields float16 batches (one VGG16 pass gives every VGG16 layer and
+the conv map vgg16-fashion reads); `train_fashion` trains the head on a sample of those
+conv maps and `fashion_batches` embeds them part by part. `compute_variant_features`
+does all of it in memory for small image sets; retraining embeds a fresh query pool with
+the build's trained head (`embed_with_checkpoint`).
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 
 from engine.nets import networks
 from engine.nets.fashion_head import CHECKPOINT_NAME, DEFAULT_INPUT, INPUTS, TRUNK_TAPS, FashionHead
-from engine.nets.features import image_loader, prepare, resolve_device, run_model
+from engine.nets.features import image_loader, iter_model, prepare, resolve_device, run_model
 from engine.nets.taps import MobileNetV2Taps, VGG16Taps
 from engine.nets.train import DEFAULT_EPOCHS, embed_rows, label_indices, train_fashion_head
 
@@ -37,6 +42,73 @@ def _vgg16_pass(images, needed, *, image_size, device, batch_size, allow_downloa
     model = prepare(VGG16Taps(source, sorted(taps), fc=fc), device)
     loader = image_loader(images, image_size, batch_size, 0, device)
     return run_model(model, loader, device, desc="vgg16 conv", progress=progress), source
+
+
+def weights_origin(network: str, *, allow_download: bool = False) -> dict:
+    """Return where a pretrained network's weights come from (for fingerprints, reports)."""
+    source = networks.resolve_weights(network, allow_download=allow_download)
+    return {"origin": source.origin, "preprocessing": source.preprocessing,
+            "reason": source.reason}
+
+
+def pass_batches(images, network: str, taps: list[str], *, image_size: int, device: str,
+                 batch_size: int, num_workers: int = 0, allow_download: bool = False,
+                 progress: bool = True) -> Iterator[dict[str, np.ndarray]]:
+    """Yield {tap: float16 rows} batches of one pretrained network over `images`, in order
+    (vgg16-imagenet taps: its layers and the conv maps conv4/conv the fashion head reads)."""
+    torch_device = resolve_device(device)
+    source = networks.resolve_weights(network, allow_download=allow_download)
+    if network == "mobilenet_v2-imagenet":
+        model = MobileNetV2Taps(source)
+    else:
+        fc = networks.load_vgg16_fc(source) if {"fc6", "fc7"} & set(taps) else None
+        model = VGG16Taps(source, sorted(taps), fc=fc)
+    loader = image_loader(images, image_size, batch_size, num_workers, torch_device)
+    for batch in iter_model(prepare(model, torch_device), loader, torch_device, desc=network,
+                            progress=progress):
+        yield {tap: batch[tap] for tap in taps}
+
+
+def train_fashion(conv: np.ndarray, labels: np.ndarray, categories: list[str], *,
+                  fashion_input: str, image_size: int, seed: int, device: str,
+                  checkpoint: Path, fingerprint: str, epochs: int = DEFAULT_EPOCHS,
+                  allow_download: bool = False) -> tuple[FashionHead, dict]:
+    """Train vgg16-fashion's head on conv-map rows (labels: category codes), save it at
+    `checkpoint` with `fingerprint`; return it and its training report."""
+    source = networks.resolve_weights("vgg16-imagenet", allow_download=allow_download)
+    meta = {"network": "vgg16-fashion", "conv_origin": source.origin,
+            "preprocessing": source.preprocessing, "image_size": image_size,
+            "layers": ["fc6", "fc7"], "post_relu": True, "fingerprint": fingerprint}
+    checkpoint.parent.mkdir(parents=True, exist_ok=True)
+    head, metrics = train_fashion_head(conv, label_indices(labels, categories), categories,
+                                       seed=seed, epochs=epochs, device=device,
+                                       out=checkpoint, meta=meta, input=fashion_input)
+    return head, _training_info(source, fashion_input, metrics, checkpoint)
+
+
+def _training_info(source, fashion_input, metrics, checkpoint) -> dict:
+    return {"origin": f"trained on the catalog (conv: {source.origin})",
+            "input": fashion_input, "standardize": metrics["standardize"],
+            "preprocessing": source.preprocessing, "checkpoint": str(checkpoint),
+            "train_accuracy": metrics["train_accuracy"], "val_accuracy": metrics["val_accuracy"],
+            "epochs": metrics["epochs"], "train_seconds": round(metrics["seconds"], 3),
+            "n_train": metrics["n_train"], "n_val": metrics["n_val"]}
+
+
+def load_fashion(checkpoint: Path, fingerprint: str) -> FashionHead | None:
+    """Return the head saved at `checkpoint` if it was trained for `fingerprint`."""
+    if not checkpoint.is_file():
+        return None
+    head, meta = FashionHead.load(checkpoint)
+    return head if meta.get("fingerprint") == fingerprint else None
+
+
+def fashion_batches(head: FashionHead, conv_parts, layers: list[str], *,
+                    device: str) -> Iterator[dict[str, np.ndarray]]:
+    """Yield {layer: float16 rows} of the head over conv-map parts, in order."""
+    torch_device = resolve_device(device)
+    for _, conv in conv_parts:
+        yield embed_rows(head, conv, layers, device=torch_device)
 
 
 def compute_variant_features(images, labels, categories, needed: dict[str, list[str]], *,
@@ -118,14 +190,8 @@ def _fashion_features(conv, labels, categories, layers, source, *, image_size, d
                                        out=path, meta=meta, input=fashion_input)
     start = time.perf_counter()
     out = embed_rows(head, conv, layers, device=device)
-    embed_seconds = time.perf_counter() - start
-    info = {"origin": f"trained on the catalog (conv: {source.origin})",
-            "input": fashion_input, "standardize": metrics["standardize"],
-            "preprocessing": source.preprocessing, "checkpoint": str(path),
-            "train_accuracy": metrics["train_accuracy"], "val_accuracy": metrics["val_accuracy"],
-            "epochs": metrics["epochs"], "train_seconds": round(metrics["seconds"], 3),
-            "embed_seconds": round(embed_seconds, 3), "n_train": metrics["n_train"],
-            "n_val": metrics["n_val"]}
+    info = _training_info(source, fashion_input, metrics, path)
+    info["embed_seconds"] = round(time.perf_counter() - start, 3)
     return {("vgg16-fashion", layer): out[layer] for layer in layers}, info
 
 

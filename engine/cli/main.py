@@ -7,12 +7,14 @@ from pathlib import Path
 
 import click
 
+from engine.builder.extract import WorkerShare
 from engine.cli.crowd import crowd
 from engine.cli.options import (
     BUILD_DIR,
     DEVICE,
     build_options,
     catalog_options,
+    checked,
     runtime_options,
     usage_errors,
 )
@@ -47,14 +49,21 @@ def build(out: Path, force: bool, no_tsne: bool, **kwargs) -> None:
 @main.command()
 @catalog_options
 @BUILD_DIR
+@click.option("--shard", "share", default="0/1", show_default=True,
+              callback=checked(WorkerShare.parse),
+              help="Make worker i's share of N (parts p with p % N == i), for any scheduler; "
+                   "run it again without --shard (or with every i) to finish.")
 @usage_errors
-def extract(build_dir: Path, **kwargs) -> None:
-    """Start a build directory: load the catalog, extract pretrained features."""
+def extract(build_dir: Path, share: WorkerShare, **kwargs) -> None:
+    """Start (or go on with) a build directory: load the catalog, extract pretrained
+    features into shards; finished parts are kept."""
     from engine.builder.pipeline import run_stage
 
-    state = run_stage("extract", build_dir, build_options(kwargs))
+    state = run_stage("extract", build_dir, build_options(kwargs), share=share)
+    finished = all(n.get("finished", True) for n in state.reports["features"]["networks"].values())
     click.echo(f"Extracted features into {build_dir}/features "
-               f"(variant set {state.variant_set['name']}); next: train")
+               f"(variant set {state.variant_set['name']}); " +
+               ("next: train" if finished else "other workers' parts are still missing"))
 
 
 def _stage_command(stage: str, help_text: str, next_step: str, *, runtime: bool):

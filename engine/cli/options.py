@@ -14,6 +14,8 @@ import click
 
 from engine.builder.catalog import SOURCES
 from engine.builder.variants import BUILTIN_SETS
+from engine.formats.shards import SHARD_ROWS
+from engine.formats.state import FASHION_TRAIN_ROWS
 from engine.nets import DEFAULT_FASHION_INPUT, FASHION_INPUTS
 
 DEVICE_RE = re.compile(r"auto|cpu|cuda(:\d+)?")
@@ -93,6 +95,10 @@ CATALOG_OPTIONS = (
                  help="Seed for sampling, training, Annoy and the control."),
     click.option("--allow-download", is_flag=True,
                  help="Let auto/classic download torchvision's VGG16 weights."),
+    click.option("--index", type=click.Choice(("auto", "annoy", "faiss")), default="auto",
+                 show_default=True,
+                 help="Each variant's index: Annoy, faiss (IVF on disk; exact binary for "
+                      "hamming), or auto: Annoy up to 50,000 catalog items, faiss past it."),
     click.option("--trees", type=click.IntRange(1, 1000), default=10, show_default=True,
                  help="Annoy trees per index."),
     click.option("--search-k", type=click.IntRange(min=1), default=None,
@@ -100,6 +106,11 @@ CATALOG_OPTIONS = (
                       "automatically until top-1 agreement with exact search is >= 0.99)."),
     click.option("--ranks", type=click.IntRange(1, 20), default=1, show_default=True,
                  help="Matches per query and variant written to pairs.jsonl."),
+    click.option("--shard-rows", type=click.IntRange(64, 1_000_000), default=SHARD_ROWS,
+                 show_default=True, help="Rows per feature part (features/<key>/part-N.npy)."),
+    click.option("--train-rows", type=click.IntRange(100, 10_000_000),
+                 default=FASHION_TRAIN_ROWS, show_default=True,
+                 help="vgg16-fashion trains on at most N catalog rows (a seeded sample)."),
     click.option("--fashion-input", type=click.Choice(FASHION_INPUTS),
                  default=DEFAULT_FASHION_INPUT, show_default=True,
                  help="The conv map vgg16-fashion's new fc6 reads: pool4 (better on small "

@@ -26,6 +26,7 @@ import numpy as np
 from PIL import Image
 
 from engine import __version__
+from engine.formats.shards import INDEX_FILE, FeatureShards
 from engine.formats.state import BuildOptions, BuildState, load_state
 
 FORMAT_VERSION = 1
@@ -147,11 +148,13 @@ def read_table(out: Path) -> list[dict]:
 
 
 def write_table(out: Path, rows: list[dict]) -> None:
-    """Write catalog.csv with the documented columns."""
-    with open(out / "catalog.csv", "w", newline="") as f:
+    """Write catalog.csv with the documented columns (renamed into place)."""
+    tmp = out / f".catalog.csv.tmp-{os.getpid()}"
+    with open(tmp, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=CATALOG_COLUMNS)
         writer.writeheader()
         writer.writerows({c: r.get(c, "") for c in CATALOG_COLUMNS} for r in rows)
+    tmp.rename(out / "catalog.csv")
 
 
 class Table:
@@ -174,11 +177,20 @@ class Table:
 
 
 def feature_path(out: Path, key: str) -> Path:
+    """One key's single-file features (retrained challengers, white-box caches, builds
+    made before shards)."""
     return out / "features" / f"{key}.npy"
 
 
-def load_features(out: Path, key: str) -> np.ndarray:
-    """Return one network.layer's rows, memory-mapped."""
+def shard_dir(out: Path, key: str) -> Path:
+    """One key's feature shards (formats.shards), as the pipeline writes them."""
+    return out / "features" / key
+
+
+def load_features(out: Path, key: str) -> np.ndarray | FeatureShards:
+    """Return one network.layer's rows, memory-mapped: its shards, or its single file."""
+    if shard_dir(out, key).is_dir():
+        return FeatureShards(shard_dir(out, key))
     path = feature_path(out, key)
     if not path.is_file():
         raise ValueError(f"missing features {path}; run the extract/train stage first")
@@ -186,9 +198,11 @@ def load_features(out: Path, key: str) -> np.ndarray:
 
 
 def feature_keys(out: Path) -> list[str]:
-    """Return the network.layer keys the build extracted (features/*.npy)."""
-    return sorted(p.stem for p in (out / "features").glob("*.npy")
-                  if not p.stem.startswith("whitebox."))
+    """Return the network.layer keys the build extracted (shard folders and *.npy)."""
+    folder = out / "features"
+    files = {p.stem for p in folder.glob("*.npy") if not p.stem.startswith("whitebox.")}
+    shards = {p.parent.name for p in folder.glob(f"*/{INDEX_FILE}")}
+    return sorted(files | shards)
 
 
 # --- thumbnails -----------------------------------------------------------------------
@@ -237,14 +251,19 @@ def atomic_dir(out: Path):
     shutil.rmtree(tmp, ignore_errors=True)
     try:
         yield tmp
-        old = out.parent / f".{out.name}.old-{os.getpid()}"
-        if out.exists():
-            out.rename(old)
-        tmp.rename(out)
-        shutil.rmtree(old, ignore_errors=True)
+        publish_dir(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def publish_dir(tmp: Path, out: Path) -> None:
+    """Rename a finished directory to `out`, replacing what was there."""
+    old = out.parent / f".{out.name}.old-{os.getpid()}"
+    if out.exists():
+        out.rename(old)
+    tmp.rename(out)
+    shutil.rmtree(old, ignore_errors=True)
 
 
 def build_id(out: Path, variants: list[dict]) -> str:

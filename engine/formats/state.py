@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from engine.formats.shards import SHARD_ROWS
 from engine.nets import DEFAULT_FASHION_INPUT
 
 STATE_FILE = "engine-state.json"
 DEFAULT_TREES = 10
+# vgg16-fashion's head trains on at most this many catalog rows (a seeded sample past it):
+# training is the build's costliest step per row, and past ~12k rows it no longer gains
+# (docs/benchmarks.md, "A real catalog").
+FASHION_TRAIN_ROWS = 12_000
 
 
 @dataclass
@@ -33,6 +39,9 @@ class BuildOptions:
     ranks: int = 1
     fashion_input: str = DEFAULT_FASHION_INPUT
     repeat: int = 1  # > 1: synthetic copies of each catalog item (engine.builder.catalog)
+    shard_rows: int = SHARD_ROWS  # rows per feature part (formats.shards)
+    train_rows: int = FASHION_TRAIN_ROWS  # vgg16-fashion trains on at most this many rows
+    index: str = "auto"  # annoy, faiss, or auto: by catalog size (engine.builder.index)
 
 
 @dataclass
@@ -53,8 +62,10 @@ class BuildState:
 
 
 def save_state(out: Path, state: BuildState) -> None:
-    """Write engine-state.json."""
-    (out / STATE_FILE).write_text(json.dumps(asdict(state), indent=1) + "\n")
+    """Write engine-state.json (renamed into place: workers may share a directory)."""
+    tmp = out / f".{STATE_FILE}.tmp-{os.getpid()}"
+    tmp.write_text(json.dumps(asdict(state), indent=1) + "\n")
+    tmp.rename(out / STATE_FILE)
 
 
 def load_state(out: Path) -> BuildState:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import re
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -99,17 +99,27 @@ def prepare(model: nn.Module, device: torch.device) -> nn.Module:
     return model.eval().to(device=device, memory_format=torch.channels_last)
 
 
-def run_model(model: nn.Module, loader: DataLoader, device: torch.device, *,
-              desc: str = "features", progress: bool = True) -> dict[str, np.ndarray]:
-    """Run `model` (uint8 batch -> dict of tensors) over `loader`; stack float16 arrays."""
-    chunks: dict[str, list[np.ndarray]] = {}
+def iter_model(model: nn.Module, loader: DataLoader, device: torch.device, *,
+               desc: str = "features", progress: bool = True) -> Iterator[dict[str, np.ndarray]]:
+    """Run `model` (uint8 batch -> dict of tensors) over `loader`; yield float16 batches."""
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16_autocast(device))
     with torch.inference_mode(), autocast:
         for batch in tqdm(loader, desc=desc, unit="batch", disable=not progress, leave=False):
             x = batch.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
+            out = {}
             for name, value in model(x).items():
                 value = value.float().flatten(1) if value.ndim > 2 else value.float()
-                chunks.setdefault(name, []).append(value.cpu().numpy().astype(np.float16))
+                out[name] = value.cpu().numpy().astype(np.float16)
+            yield out
+
+
+def run_model(model: nn.Module, loader: DataLoader, device: torch.device, *,
+              desc: str = "features", progress: bool = True) -> dict[str, np.ndarray]:
+    """Run `model` over `loader` (iter_model); stack float16 arrays."""
+    chunks: dict[str, list[np.ndarray]] = {}
+    for batch in iter_model(model, loader, device, desc=desc, progress=progress):
+        for name, value in batch.items():
+            chunks.setdefault(name, []).append(value)
     return {name: np.concatenate(parts) for name, parts in chunks.items()}
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from engine.builder.index import metric_vectors
+from engine.builder.metric import metric_vectors
 from engine.builder.variants import Variant, variants_of
 from engine.formats.builddir import OpenBuild
 from engine.retrain.pool import Pool, combined_features

@@ -24,8 +24,14 @@ from pathlib import Path
 import numpy as np
 
 from engine.builder.catalog import hash_pixels, load_catalog, sample_split
-from engine.builder.index import load_annoy, metric_vectors
-from engine.builder.pairs import default_search_k, duplicate_exclusions, search_variant
+from engine.builder.index import open_index
+from engine.builder.metric import MetricSpace
+from engine.builder.pairs import (
+    default_search_k,
+    duplicate_exclusions,
+    exact_check,
+    search_variant,
+)
 from engine.builder.variants import variants_of
 from engine.formats.builddir import OpenBuild, feature_path
 from engine.retrain.whitebox import FAMILIES, whitebox_features
@@ -118,17 +124,17 @@ def search_pool(build: OpenBuild, features: dict[str, np.ndarray], pixel_hash: l
     k = min(CANDIDATES, len(table.catalog_rows))
     search_k = o.search_k or default_search_k(len(table.catalog_rows), k, o.trees)
     candidates, reports = {}, {}
+    cat = table.catalog_rows
     for v in variants_of(build.state):
-        vectors, _ = metric_vectors(combined_features(build, v.feature_key,
-                                                      features[v.feature_key]),
-                                    v.metric, table.catalog_rows)
-        index = load_annoy(build.path / "indexes" / f"{v.slug}.ann", vectors.shape[1], v.metric)
-        result = search_variant(v.slug, vectors, v.metric, index,
-                                catalog_rows=table.catalog_rows, query_rows=pool_rows,
-                                exclude=exclude, k=k, search_k=search_k, device=o.device,
-                                seed=o.seed)
-        index.unload()
-        candidates[v.slug] = (result.annoy.idx, result.annoy.dist)
+        catalog = build.features(v.feature_key)
+        space = MetricSpace.fit(catalog, v.metric, cat)
+        queries = space.vectors(features[v.feature_key])
+        index = open_index(build.path, build.state.reports["index"][v.slug], v.metric,
+                           search_k=search_k)
+        result = search_variant(v.slug, index, queries, item_rows=cat, exclude=exclude, k=k,
+                                seed=o.seed, exact=exact_check(catalog, space, cat, queries,
+                                                               exclude, k, o.device))
+        candidates[v.slug] = (result.found.idx, result.found.dist)
         reports[v.slug] = result.report
     return candidates, reports
 

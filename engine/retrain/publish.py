@@ -63,7 +63,7 @@ def pool_matches(space, pool, models: dict[str, Model], variants: list[dict], se
             exclude = duplicate_exclusions(table.pixel_hash + pool.pixel_hash, pool_rows,
                                            table.catalog_rows)
             out[slug] = random_control(pool_rows, table.catalog_rows, exclude, k=1,
-                                       seed=seed).annoy.idx
+                                       seed=seed).found.idx
         elif slug in models:
             out[slug] = rerank(space, models[slug], pool)
         else:

@@ -136,28 +136,60 @@ def engine_deepfashion_c2s_dir(tmp_path: Path) -> Path:
     return root
 
 
-DIMS = {"pool5": 512, "gap": 1280, "fc6": 4096, "fc7": 4096}
+DIMS = {"pool5": 512, "gap": 1280, "fc6": 4096, "fc7": 4096, "conv4": 256, "conv": 128}
 
 
-def engine_fake_compute(images, labels, categories, needed, *, image_size, device, batch_size,
-                        seed, checkpoint_dir, is_train_mask, **kwargs):
-    """Stand in for engine.builder.variant_features.compute_variant_features: ReLU random
-    projections of pixels."""
-    pixels = np.stack([np.asarray(images[i].convert("L").resize((28, 28)), np.float32).ravel()
-                       for i in range(len(images))]) / 255
-    out = {}
-    for network, layers in needed.items():
-        for layer in layers:
-            rng = np.random.default_rng(len(network) * 100 + DIMS[layer])
-            w = rng.standard_normal((pixels.shape[1], DIMS[layer])).astype(np.float32) / 28
-            out[(network, layer)] = np.maximum(pixels @ w - 0.5, 0).astype(np.float16)
-    return out, {"fake": True, "networks": sorted(needed)}
+def _projection(pixels: np.ndarray, seed: int, dims: int) -> np.ndarray:
+    w = np.random.default_rng(seed).standard_normal((pixels.shape[1], dims)).astype(np.float32)
+    return np.maximum(pixels @ (w / np.sqrt(pixels.shape[1])) - 0.5, 0).astype(np.float16)
+
+
+def _pixels(images) -> np.ndarray:
+    return np.stack([np.asarray(images[i].convert("L").resize((28, 28)), np.float32).ravel()
+                     for i in range(len(images))]) / 255
+
+
+def engine_fake_module(calls: list) -> types.ModuleType:
+    """Stand in for engine.builder.variant_features (the torch side of the features stage):
+    ReLU random projections of pixels, and a "head" that projects the conv maps."""
+    fake = types.ModuleType("engine.builder.variant_features")
+
+    def weights_origin(network, allow_download=False):
+        return {"origin": "fake", "preprocessing": "fake", "reason": "test projections"}
+
+    def pass_batches(images, network, taps, *, batch_size, **kwargs):
+        calls.append(("pass", network, sorted(taps), len(images)))
+        for start in range(0, len(images), batch_size):
+            pixels = _pixels([images[i] for i in range(start, min(start + batch_size,
+                                                                    len(images)))])
+            yield {tap: _projection(pixels, len(network) * 100 + DIMS[tap], DIMS[tap])
+                   for tap in taps}
+
+    def load_fashion(checkpoint, fingerprint):
+        return None
+
+    def train_fashion(conv, labels, categories, *, fashion_input, checkpoint, **kwargs):
+        calls.append(("train", fashion_input, len(conv)))
+        checkpoint.parent.mkdir(parents=True, exist_ok=True)
+        checkpoint.write_bytes(b"fake head")
+        return "head", {"fake": True, "n_train": len(conv), "input": fashion_input}
+
+    def fashion_batches(head, conv_parts, layers, *, device):
+        for _, conv in conv_parts:
+            conv = np.asarray(conv, np.float32)
+            yield {layer: _projection(conv, DIMS[layer], DIMS[layer]) for layer in layers}
+
+    for f in (weights_origin, pass_batches, load_fashion, train_fashion, fashion_batches):
+        setattr(fake, f.__name__, f)
+    fake.calls = calls
+    return fake
 
 
 @pytest.fixture
 def engine_fake_features(monkeypatch):
-    """Replace feature extraction and training with fast projections (pipeline tests only)."""
-    fake = types.ModuleType("engine.builder.variant_features")
-    fake.compute_variant_features = engine_fake_compute
+    """Replace feature extraction and training with fast projections (pipeline tests only);
+    `.calls` records each network pass and each training."""
+    fake = engine_fake_module([])
     monkeypatch.setitem(sys.modules, "engine.builder.variant_features", fake)
+    monkeypatch.setattr("engine.builder.variant_features", fake, raising=False)
     return fake

@@ -9,7 +9,7 @@ from engine.builder.evaluate import (
     ranking_metrics,
     tsne_plot,
 )
-from engine.builder.index import Neighbours
+from engine.builder.exact import Neighbours
 
 
 def test_ranking_metrics_by_hand():
@@ -75,7 +75,7 @@ def test_exact_top1_is_scored_on_the_sampled_queries_only():
     entry = out[v.slug]
     assert entry["top1_accuracy"] == pytest.approx(round(2 / 3, 4))  # every query, Annoy
     assert entry["exact_top1_accuracy"] == 0.5
-    assert entry["annoy_vs_exact"]["exact_queries"] == 2
+    assert entry["index_vs_exact"]["exact_queries"] == 2
     md = markdown_report({"variant_set": "s", "counts": {"queries": 3, "catalog": 4},
                           "variants": {v.slug: entry | {"name": "n", "network": "net",
                                                          "layer": "fc6", "metric": "l2"}}})

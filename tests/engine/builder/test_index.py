@@ -1,16 +1,9 @@
 import numpy as np
 import pytest
 
-from engine.builder.index import (
-    Neighbours,
-    agreement,
-    annoy_search,
-    binarize,
-    build_annoy,
-    exact_search,
-    load_annoy,
-    metric_vectors,
-)
+from engine.builder.exact import Neighbours, agreement, exact_search
+from engine.builder.index import annoy_search, build_annoy, load_annoy
+from engine.builder.metric import binarize, metric_vectors
 
 METRICS = ["l1", "l2", "hamming", "cosine"]
 
@@ -130,7 +123,7 @@ def test_agreement_counts_equal_distance_ties():
 
 
 def test_hamming_medians_come_from_a_fixed_sample_of_a_large_catalog(monkeypatch):
-    from engine.builder import index
+    from engine.builder import metric as index
 
     rng = np.random.default_rng(5)
     feats = rng.gamma(2.0, size=(3000, 12)).astype(np.float16)

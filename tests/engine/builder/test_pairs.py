@@ -3,9 +3,12 @@ import json
 import numpy as np
 
 from engine.builder import pairs
-from engine.builder.index import build_annoy, exact_search, metric_vectors
+from engine.builder.exact import exact_search
+from engine.builder.index import AnnoySearch, build_annoy
+from engine.builder.metric import MetricSpace, metric_vectors
 from engine.builder.pairs import (
     duplicate_exclusions,
+    exact_check,
     exact_sample,
     load_neighbours,
     pair_records,
@@ -28,6 +31,16 @@ def _setup(n_catalog=80, n_query=10, d=16, seed=0):
     return feats, catalog_rows, query_rows, hashes
 
 
+def _search(feats, cat, qry, exclude, *, search_k, seed=0, metric="l2"):
+    space = MetricSpace.fit(feats, metric, cat)
+    queries = space.vectors(feats[qry])
+    index = AnnoySearch(build_annoy(space.vectors(feats[cat]), metric, n_trees=5, seed=0),
+                        search_k)
+    return search_variant("x.y.l2", index, queries, item_rows=cat, exclude=exclude, k=5,
+                          seed=seed, exact=exact_check(feats, space, cat, queries, exclude, 5,
+                                                       "cpu"))
+
+
 def test_duplicate_exclusions_find_byte_identical_catalog_rows():
     _, cat, qry, hashes = _setup()
     exclude = duplicate_exclusions(hashes, qry, cat)
@@ -38,14 +51,11 @@ def test_duplicate_exclusions_find_byte_identical_catalog_rows():
 def test_a_match_is_never_a_copy_of_the_query():
     feats, cat, qry, hashes = _setup()
     exclude = duplicate_exclusions(hashes, qry, cat)
-    vectors, _ = metric_vectors(feats, "l2", cat)
-    index = build_annoy(vectors[cat], "l2", n_trees=5, seed=0)
-    res = search_variant("x.y.l2", vectors, "l2", index, catalog_rows=cat, query_rows=qry,
-                         exclude=exclude, k=5, search_k=1000, device="cpu")
-    assert not {5, 6} & set(res.annoy.idx[0]) and not {5, 6} & set(res.exact.idx[0])
-    assert res.annoy.dist[0, 0] > 0
+    res = _search(feats, cat, qry, exclude, search_k=1000)
+    assert not {5, 6} & set(res.found.idx[0]) and not {5, 6} & set(res.exact.idx[0])
+    assert res.found.dist[0, 0] > 0
     assert res.report["top1_agreement"] >= 0.99
-    assert {"recall_at_10", "search_k", "annoy_ms_per_query"} <= set(res.report)
+    assert {"recall_at_10", "search_k", "index_ms_per_query", "index"} <= set(res.report)
 
 
 def test_random_control_is_seeded_uniform_and_skips_copies():
@@ -54,12 +64,12 @@ def test_random_control_is_seeded_uniform_and_skips_copies():
     a = random_control(qry, cat, exclude, k=5, seed=1)
     b = random_control(qry, cat, exclude, k=5, seed=1)
     c = random_control(qry, cat, exclude, k=5, seed=2)
-    np.testing.assert_array_equal(a.annoy.idx, b.annoy.idx)
-    assert not np.array_equal(a.annoy.idx, c.annoy.idx)
-    assert not {5, 6} & set(a.annoy.idx[0])
-    assert all(len(set(row)) == 5 for row in a.annoy.idx)
+    np.testing.assert_array_equal(a.found.idx, b.found.idx)
+    assert not np.array_equal(a.found.idx, c.found.idx)
+    assert not {5, 6} & set(a.found.idx[0])
+    assert all(len(set(row)) == 5 for row in a.found.idx)
     many = random_control(np.arange(80, 4080), cat, [set()] * 4000, k=1, seed=0)
-    counts = np.bincount(many.annoy.idx[:, 0], minlength=80)
+    counts = np.bincount(many.found.idx[:, 0], minlength=80)
     assert counts.min() > 20 and counts.max() < 90  # about 50 each
 
 
@@ -69,14 +79,14 @@ def test_pair_records_and_round_trip(tmp_path):
     control = random_control(qry, cat, [set()] * len(qry), k=3, seed=0)
     records = pair_records(control, qry, ids, ranks=2)
     assert len(records) == 20
-    assert records[0] == {"query_id": "id80", "match_id": ids[control.annoy.idx[0, 0]],
+    assert records[0] == {"query_id": "id80", "match_id": ids[control.found.idx[0, 0]],
                           "variant": "random", "rank": 1, "distance": None}
     write_pairs(tmp_path / "pairs.jsonl", records)
     lines = (tmp_path / "pairs.jsonl").read_text().splitlines()
     assert [json.loads(x) for x in lines] == records
     save_neighbours(tmp_path / "random.npz", control)
     back = load_neighbours(tmp_path / "random.npz", "random")
-    np.testing.assert_array_equal(back.annoy.idx, control.annoy.idx)
+    np.testing.assert_array_equal(back.found.idx, control.found.idx)
     assert back.exact is None
 
 
@@ -91,15 +101,13 @@ def test_exact_search_checks_a_fixed_random_sample_of_many_queries(monkeypatch, 
     monkeypatch.setattr(pairs, "EXACT_SAMPLE", 40)
     feats, cat, qry, _ = _setup(n_catalog=200, n_query=150, seed=4)
     vectors, _ = metric_vectors(feats, "l2", cat)
-    index = build_annoy(vectors[cat], "l2", n_trees=5, seed=0)
     none = [set()] * len(qry)
 
     def run(seed):
-        return search_variant("x.y.l2", vectors, "l2", index, catalog_rows=cat, query_rows=qry,
-                              exclude=none, k=5, search_k=2000, device="cpu", seed=seed)
+        return _search(feats, cat, qry, none, search_k=2000, seed=seed)
 
     res, again, other = run(7), run(7), run(8)
-    assert res.annoy.idx.shape == (150, 5) and res.exact.idx.shape == (40, 5)
+    assert res.found.idx.shape == (150, 5) and res.exact.idx.shape == (40, 5)
     rows = res.exact_rows
     assert len(set(rows)) == 40 and list(rows) == sorted(rows) and rows.max() < 150
     np.testing.assert_array_equal(rows, again.exact_rows)

@@ -3,6 +3,7 @@
 import csv
 import hashlib
 import json
+from dataclasses import asdict
 
 import numpy as np
 import pytest
@@ -11,6 +12,7 @@ from PIL import Image
 from engine.builder.catalog import DEFAULT_PATHS
 from engine.builder.index import load_annoy
 from engine.builder.pipeline import build
+from engine.formats.builddir import load_features
 from engine.formats.state import STATE_FILE, BuildOptions
 
 OFFLINE = ["vgg16-imagenet.pool5.l1", "vgg16-imagenet.pool5.hamming",
@@ -87,15 +89,16 @@ def test_evaluation_features_indexes_and_maps(engine_real_build):
     for slug in OFFLINE:
         entry = report["variants"][slug]
         assert 0 <= entry["top1_accuracy"] <= 1
-        assert entry["annoy_vs_exact"]["top1_agreement"] >= 0.99
+        assert entry["index_vs_exact"]["top1_agreement"] >= 0.99
         assert entry["top1_accuracy"] > report["variants"]["random"]["top1_accuracy"]
     assert "bit_balance" in report["variants"]["vgg16-fashion.fc6.hamming"]["index"]
     assert "| network | layer |" in (engine_real_build / "eval.md").read_text()
     assert ".tmp-" not in (engine_real_build / "eval.json").read_text()  # no stale paths
     for key in ("vgg16-imagenet.pool5", "mobilenet_v2-imagenet.gap", "vgg16-fashion.fc6",
                 "vgg16-fashion.fc7"):
-        feats = np.load(engine_real_build / "features" / f"{key}.npy")
+        feats = load_features(engine_real_build, key)
         assert feats.dtype == np.float16 and len(feats) == 220
+        assert np.isfinite(np.asarray(feats, np.float32)).all()
         assert (engine_real_build / "tsne" / f"{key}.png").is_file()
     index = load_annoy(engine_real_build / "indexes" / "vgg16-imagenet.pool5.l1.ann", 512, "l1")
     assert index.get_n_items() == 200
@@ -111,19 +114,37 @@ def test_same_seed_gives_identical_pairs(engine_real_build, tmp_path):
     assert again["build_id"] == first["build_id"]
 
 
-def test_a_failed_build_leaves_no_directory(engine_fmnist_dir, engine_fake_features,
-                                            monkeypatch, tmp_path):
+def test_a_stopped_build_keeps_its_parts_and_resumes(engine_fmnist_dir, engine_fake_features,
+                                                     monkeypatch, tmp_path):
     import engine.builder.pipeline
+
+    real = engine.builder.pipeline.evaluate_stage
 
     def boom(*args, **kwargs):
         raise RuntimeError("disk on fire")
 
     monkeypatch.setattr(engine.builder.pipeline, "evaluate_stage", boom)
     builds = tmp_path / "builds"
+    opts = BuildOptions(catalog_path=str(engine_fmnist_dir), limit=30, queries=5,
+                        variants="offline", device="cpu", shard_rows=64)
     with pytest.raises(RuntimeError, match="disk on fire"):
-        build(builds / "out", BuildOptions(catalog_path=str(engine_fmnist_dir), limit=30,
-                                           queries=5, variants="offline", device="cpu"))
-    assert list(builds.iterdir()) == []
+        build(builds / "out", opts)
+    assert [p.name for p in builds.iterdir()] == ["out.partial"]  # never looks complete
+    assert not (builds / "out.partial" / "manifest.json").exists()
+    passes = len(engine_fake_features.calls)
+    monkeypatch.setattr(engine.builder.pipeline, "evaluate_stage", real)
+    with pytest.raises(ValueError, match="other options"):
+        build(builds / "out", BuildOptions(**{**asdict(opts), "seed": 1}))
+    build(builds / "out", opts, tsne=False)
+    assert len(engine_fake_features.calls) == passes  # every part kept: nothing recomputed
+    assert sorted(p.name for p in builds.iterdir()) == ["out"]
+
+
+def test_a_build_that_fails_before_features_leaves_nothing(engine_fmnist_dir, tmp_path):
+    with pytest.raises(ValueError, match="unknown variant set"):
+        build(tmp_path / "b" / "out", BuildOptions(catalog_path=str(engine_fmnist_dir),
+                                                   variants="nope"))
+    assert list((tmp_path / "b").iterdir()) == []
 
 
 def test_force_replaces_an_existing_build(engine_fmnist_dir, engine_fake_features, tmp_path):

@@ -90,14 +90,6 @@ def test_stages_chain_through_the_build_directory(engine_runner, engine_fmnist_d
 def test_fashion_input_reaches_training_from_the_extract_stage(engine_runner, engine_fmnist_dir,
                                                                engine_fake_features, tmp_path,
                                                                extra, expected):
-    seen = []
-    real = engine_fake_features.compute_variant_features
-
-    def spy(*args, **kwargs):
-        seen.append((sorted(args[3]), kwargs.get("fashion_input")))
-        return real(*args, **kwargs)
-
-    engine_fake_features.compute_variant_features = spy
     build = str(tmp_path / "b")
     common = ["--catalog-path", str(engine_fmnist_dir), "--limit", "40", "--queries", "10",
               "--variants", "offline", "--image-size", "32", "--device", "cpu"]
@@ -106,4 +98,9 @@ def test_fashion_input_reaches_training_from_the_extract_stage(engine_runner, en
         assert result.exit_code == 0, (step, result.output)
     state = json.loads((tmp_path / "b" / "engine-state.json").read_text())
     assert state["options"]["fashion_input"] == expected
-    assert seen[-1] == (["vgg16-fashion"], expected)
+    tap = {"pool4": "conv4", "pool5": "conv"}[expected]
+    passes = [c for c in engine_fake_features.calls if c[0] == "pass"]
+    assert [c[1] for c in passes] == ["vgg16-imagenet", "mobilenet_v2-imagenet"]
+    assert tap in passes[0][2]  # extract stores the conv map train reads: no second pass
+    assert [c[:2] for c in engine_fake_features.calls if c[0] == "train"] == \
+        [("train", expected)]
