@@ -93,6 +93,8 @@ def evaluate_variants(results: dict, variants: list, *, labels: np.ndarray,
                                         "search_k", "nprobe") if k in res.report}
             entry["query_ms"] = {"index": res.report.get("index_ms_per_query"),
                                  "exact": res.report.get("exact_ms_per_query")}
+            if res.report.get("index", "annoy") == "annoy":  # the name builds had before faiss
+                entry["annoy_vs_exact"] = entry["index_vs_exact"]
         if index_info and v.slug in index_info:
             entry["index"] = index_info[v.slug]
         out[v.slug] = entry

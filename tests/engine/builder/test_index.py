@@ -141,3 +141,68 @@ def test_hamming_medians_come_from_a_fixed_sample_of_a_large_catalog(monkeypatch
         feats[rows].astype(np.float32), axis=0))
     assert 0 < (bits != exact_bits).mean() < 0.05  # close to the exact median's bits
     assert abs(balance["mean_fraction_ones"] - 0.5) < 0.03
+
+
+# --- faiss, past ANNOY_MAX_ITEMS ----------------------------------------------------------
+
+def test_index_kind_switches_at_the_documented_size():
+    from engine.builder.index import ANNOY_MAX_ITEMS, index_kind
+
+    assert index_kind("auto", ANNOY_MAX_ITEMS) == "annoy"
+    assert index_kind("auto", ANNOY_MAX_ITEMS + 1) == "faiss"
+    assert index_kind("annoy", 10**7) == "annoy" and index_kind("faiss", 10) == "faiss"
+    with pytest.raises(ValueError, match="accepted: auto, annoy, faiss"):
+        index_kind("hnsw", 10)
+
+
+@pytest.mark.parametrize("metric", METRICS)
+def test_a_faiss_index_built_by_parts_agrees_with_exact_search_after_a_move(metric, tmp_path):
+    from engine.builder.index import build_index, open_index
+    from engine.builder.metric import MetricSpace, catalog_parts
+
+    rng = np.random.default_rng(11)
+    centres = rng.gamma(1.0, size=(12, 32))
+    feats = np.maximum(centres[rng.integers(0, 12, 2600)] + rng.normal(0, 0.3, (2600, 32)),
+                       0).astype(np.float16)
+    cat, qry = np.arange(2400), np.arange(2400, 2600)
+    space = MetricSpace.fit(feats, metric, cat)
+    (tmp_path / "b" / "indexes").mkdir(parents=True)
+    info = build_index(tmp_path / "b" / "indexes" / "v", "faiss", metric,
+                       lambda: ((pos, space.vectors(rows)) for pos, rows in
+                                catalog_parts(feats, cat)),
+                       dims=32, n_items=len(cat), trees=5, seed=0,
+                       sample=lambda: space.vectors(feats[cat]))
+    (tmp_path / "b").rename(tmp_path / "moved")  # builds are renamed into place
+    index = open_index(tmp_path / "moved", info, metric, search_k=0)
+    exclude = [set()] * len(qry)
+    queries = space.vectors(feats[qry])
+    exact = exact_search(queries, space.vectors(feats[cat]), metric, 5, item_rows=cat,
+                         exclude=exclude, device="cpu")
+    while True:
+        found = index.search(queries, 5, item_rows=cat, exclude=exclude)
+        agree = agreement(found, exact)
+        if agree["top1_agreement"] >= 0.99 or not index.escalate():
+            break
+    assert agree["top1_agreement"] >= 0.99
+    same = found.idx[:, 0] == exact.idx[:, 0]
+    np.testing.assert_allclose(found.dist[same, 0], exact.dist[same, 0], rtol=1e-3, atol=1e-3)
+    expected = "faiss-binary-flat" if metric == "hamming" else "faiss-ivf-flat"
+    assert info["kind"] == expected and (tmp_path / "moved" / info["file"]).is_file()
+    if metric == "hamming":  # exact by construction
+        np.testing.assert_array_equal(found.dist, exact.dist)
+
+
+def test_faiss_search_skips_excluded_rows():
+    from engine.builder.index import FaissSearch
+
+    feats = np.eye(6, dtype=np.float32)
+    search = FaissSearch.__new__(FaissSearch)
+    import faiss
+
+    search.metric, search.nprobe = "l2", None
+    search.index = faiss.IndexFlatL2(6)
+    search.index.add(feats)
+    rows = np.arange(10, 16)
+    found = search.search(feats[:2], 3, item_rows=rows, exclude=[{10}, {11, 12}])
+    assert found.idx[0, 0] != 10 and not {11, 12} & set(found.idx[1])
+    assert found.dist[0, 0] == pytest.approx(np.sqrt(2))

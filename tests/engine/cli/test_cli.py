@@ -25,6 +25,9 @@ def engine_runner():
     (["--catalog-path", "/no/such/dir"], "Invalid value for '--catalog-path'"),
     (["--fashion-input", "pool3"], "'pool3' is not one of 'pool4', 'pool5'"),
     (["--repeat", "0"], "Invalid value for '--repeat': 0 is not in the range 1<=x<=1000"),
+    (["--index", "hnsw"], "'hnsw' is not one of 'auto', 'annoy', 'faiss'"),
+    (["--shard-rows", "0"], "Invalid value for '--shard-rows'"),
+    (["--train-rows", "5"], "Invalid value for '--train-rows'"),
     ([], "Missing option '--out'"),
 ])
 def test_build_rejects_bad_options(engine_runner, tmp_path, args, message):
@@ -32,6 +35,15 @@ def test_build_rejects_bad_options(engine_runner, tmp_path, args, message):
     result = engine_runner.invoke(main, ["build", *args, *out])
     assert result.exit_code == 2, result.output
     assert message in result.output
+    assert not (tmp_path / "b").exists()
+
+
+@pytest.mark.parametrize("share, message", [("3/2", "worker 3 of 2 does not exist"),
+                                            ("x", "must look like i/N")])
+def test_extract_rejects_a_share_that_cannot_exist(engine_runner, tmp_path, share, message):
+    result = engine_runner.invoke(main, ["extract", "--shard", share, "--build",
+                                         str(tmp_path / "b")])
+    assert result.exit_code == 2 and message in result.output
     assert not (tmp_path / "b").exists()
 
 
