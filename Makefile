@@ -63,7 +63,12 @@ retrain: setup
 	FLASK_DEBUG=$${FLASK_DEBUG:-1} $(BIN)/flask --app webapp import-build $$out && \
 	echo $$out > $(LATEST_FILE) && echo "Challenger imported from $$out; make demo serves it."
 
-test: setup
+# The optional `--executor ray` extra: its test needs it, the default path never does.
+$(VENV)/.ray-installed: pyproject.toml constraints.txt | $(VENV)/.installed
+	$(BIN)/pip install -q -c constraints.txt -e '.[ray]'
+	touch $@
+
+test: setup $(VENV)/.ray-installed
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 lint: setup

@@ -74,13 +74,9 @@ def bench_extraction(images, network: str, size: int, device: torch.device,
 def bench_search(features: np.ndarray, n_queries: int, device: str, n_trees: int,
                  seed: int) -> list[dict]:
     """Time exact vs Annoy top-10 search per metric and measure their agreement."""
-    from engine.builder.index import (
-        agreement,
-        annoy_search,
-        build_annoy,
-        exact_search,
-        metric_vectors,
-    )
+    from engine.builder.exact import agreement, exact_search
+    from engine.builder.index import annoy_search, build_annoy
+    from engine.builder.metric import metric_vectors
     from engine.builder.pairs import default_search_k
 
     query_rows = np.arange(n_queries)

@@ -1,7 +1,7 @@
 """How far a sampled median is from the exact one, for the Hamming variants' bits.
 
 Each Hamming variant thresholds every dimension at its catalog median. Past
-engine.builder.index.MEDIAN_SAMPLE catalog rows the median comes from a fixed random
+engine.builder.metric.MEDIAN_SAMPLE catalog rows the median comes from a fixed random
 sample of that many rows. On a build's own features this script draws samples of
 --sizes rows (seeded, as the engine does) and reports, over the dimensions:
 

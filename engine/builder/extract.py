@@ -111,7 +111,11 @@ def extract_network(out: Path, images, catalog_fp: str, network: str, dirs: dict
                for tap, d in dirs.items()}
     todo = sorted({p for w in writers.values() for p in w.missing() if share.takes(p)})
     start = time.perf_counter()
-    if todo:
+    if todo and opts.executor == "ray":
+        from engine.builder.ray_extract import make_parts
+
+        make_parts(images, network, writers, todo, opts)
+    elif todo:
         rows = np.concatenate([np.arange(*plan.span(p)) for p in todo])
         fillers = {tap: PartFiller(w, todo) for tap, w in writers.items()}
         for batch in vf.pass_batches(RowsView(images, rows), network, list(dirs),

@@ -3,7 +3,8 @@
 `engine build` works in `<out>.partial` and renames it to `<out>` at the end. A build
 that stops keeps that directory (with its finished feature parts, builder.extract);
 the same command with the same options resumes it, other options are refused (or, with
---force, discard it). Runtime options (device, workers, batch size) may differ.
+--force, discard it). Runtime options (device, workers, batch size, executor) may
+differ.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ def partial_dir(out: Path) -> Path:
 
 
 # Options that change how a build runs, not what it makes: a resumed build may differ.
-RUNTIME_OPTIONS = ("device", "workers", "batch_size")
+RUNTIME_OPTIONS = ("device", "workers", "batch_size", "executor")
 
 
 def same_options(theirs: dict, opts: BuildOptions) -> bool:

@@ -2,8 +2,9 @@
 
 `build()` runs every stage in `<out>.partial` and renames it into place at the end, so
 a stopped build never leaves a directory that looks complete, and the same command
-resumes it from its finished feature parts (builder.partial, builder.extract). The single-stage functions (`extract`, `train`, `index`, `pairs`,
-`evaluate`) work in place on a build directory and chain through its files; the
+resumes it from its finished feature parts (builder.partial, builder.extract). The
+single-stage functions (`extract`, `train`, `index`, `pairs`, `evaluate`) work in
+place on a build directory and chain through its files; the
 engine's own bookkeeping (options, variant set, pixel hashes, timings) lives in
 `engine-state.json`.
 """

@@ -51,11 +51,10 @@ def weights_origin(network: str, *, allow_download: bool = False) -> dict:
             "reason": source.reason}
 
 
-def pass_batches(images, network: str, taps: list[str], *, image_size: int, device: str,
-                 batch_size: int, num_workers: int = 0, allow_download: bool = False,
-                 progress: bool = True) -> Iterator[dict[str, np.ndarray]]:
-    """Yield {tap: float16 rows} batches of one pretrained network over `images`, in order
-    (vgg16-imagenet taps: its layers and the conv maps conv4/conv the fashion head reads)."""
+def network_model(network: str, taps: list[str], *, device: str,
+                  allow_download: bool = False):
+    """Return (model, torch device) for one pretrained network's taps (vgg16-imagenet:
+    its layers and the conv maps conv4/conv the fashion head reads), ready for inference."""
     torch_device = resolve_device(device)
     source = networks.resolve_weights(network, allow_download=allow_download)
     if network == "mobilenet_v2-imagenet":
@@ -63,10 +62,27 @@ def pass_batches(images, network: str, taps: list[str], *, image_size: int, devi
     else:
         fc = networks.load_vgg16_fc(source) if {"fc6", "fc7"} & set(taps) else None
         model = VGG16Taps(source, sorted(taps), fc=fc)
+    return prepare(model, torch_device), torch_device
+
+
+def model_batches(model, torch_device, images, taps: list[str], *, image_size: int,
+                  batch_size: int, num_workers: int = 0, progress: bool = True,
+                  desc: str = "features") -> Iterator[dict[str, np.ndarray]]:
+    """Yield {tap: float16 rows} batches of a network_model over `images`, in order."""
     loader = image_loader(images, image_size, batch_size, num_workers, torch_device)
-    for batch in iter_model(prepare(model, torch_device), loader, torch_device, desc=network,
-                            progress=progress):
+    for batch in iter_model(model, loader, torch_device, desc=desc, progress=progress):
         yield {tap: batch[tap] for tap in taps}
+
+
+def pass_batches(images, network: str, taps: list[str], *, image_size: int, device: str,
+                 batch_size: int, num_workers: int = 0, allow_download: bool = False,
+                 progress: bool = True) -> Iterator[dict[str, np.ndarray]]:
+    """Yield {tap: float16 rows} batches of one pretrained network over `images`."""
+    model, torch_device = network_model(network, taps, device=device,
+                                        allow_download=allow_download)
+    yield from model_batches(model, torch_device, images, taps, image_size=image_size,
+                             batch_size=batch_size, num_workers=num_workers,
+                             progress=progress, desc=network)
 
 
 def train_fashion(conv: np.ndarray, labels: np.ndarray, categories: list[str], *,

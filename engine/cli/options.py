@@ -134,6 +134,10 @@ def runtime_options(f):
                      show_default=True),
         click.option("--workers", type=click.IntRange(0, 64), default=0, show_default=True,
                      help="DataLoader worker processes."),
+        click.option("--executor", type=click.Choice(("plain", "ray")), default="plain",
+                     show_default=True,
+                     help="Where extraction runs: in this process, or on a Ray actor pool "
+                          "(RAY_ADDRESS, or a local cluster; pip install -e '.[ray]')."),
     ]
     for option in reversed(options):
         f = option(f)

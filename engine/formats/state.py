@@ -42,6 +42,7 @@ class BuildOptions:
     shard_rows: int = SHARD_ROWS  # rows per feature part (formats.shards)
     train_rows: int = FASHION_TRAIN_ROWS  # vgg16-fashion trains on at most this many rows
     index: str = "auto"  # annoy, faiss, or auto: by catalog size (engine.builder.index)
+    executor: str = "plain"  # plain, or ray: extraction on a Ray actor pool
 
 
 @dataclass
