@@ -158,41 +158,48 @@ class PartFiller:
 
 
 class FeatureShards:
-    """A finished key's rows, memory-mapped part by part; reads like a 2-D array."""
+    """A finished key's rows, read part by part; reads like a 2-D array.
+
+    No part stays mapped: each read opens what it needs and lets it go, so reading a
+    whole catalog leaves none of it resident in this process (the page cache keeps what
+    the kernel can spare)."""
+
+    dtype = np.dtype(np.float16)
+    ndim = 2
 
     def __init__(self, directory: Path):
         self.dir = Path(directory)
         path = self.dir / INDEX_FILE
         if not path.is_file():
-            raise ShardError(f"{self.dir} is not finished (no {INDEX_FILE}): some parts are "
-                             "missing; run `python -m engine extract` on the build again")
+            what = "is not finished (no index.json): some parts are missing" \
+                if self.dir.is_dir() else "does not exist"
+            raise ShardError(f"{self.dir} {what}; run `python -m engine extract` on the "
+                             "build again")
         self.meta = json.loads(path.read_text())
         self.plan = ShardPlan(self.meta["rows"], self.meta["shard_rows"])
-        self._parts = [self._open(p) for p in range(self.plan.parts)]
+        for p in range(self.plan.parts):
+            self._open(p)  # every part checked once, up front
 
-    def _open(self, part: int) -> np.ndarray:
+    def _open(self, part: int, mmap: bool = True) -> np.ndarray:
         path = self.dir / f"{part_name(part)}.npy"
         first, stop = self.plan.span(part)
         found = _npy_shape(path)
         if found is None or found[0] != (stop - first, self.meta["dims"]):
             raise ShardError(f"{path} is missing, damaged or half-written (expected "
                              f"{stop - first} rows of {self.meta['dims']})")
-        return np.load(path, mmap_mode="r")
+        return np.load(path, mmap_mode="r" if mmap else None)
 
     @property
     def shape(self) -> tuple[int, int]:
         return self.plan.rows, self.meta["dims"]
 
-    dtype = np.dtype(np.float16)
-    ndim = 2
-
     def __len__(self) -> int:
         return self.plan.rows
 
     def parts(self) -> Iterator[tuple[int, np.ndarray]]:
-        """Yield (first row, rows) per part, memory-mapped."""
-        for p, rows in enumerate(self._parts):
-            yield self.plan.span(p)[0], rows
+        """Yield (first row, rows) per part, each read whole and then let go."""
+        for p in range(self.plan.parts):
+            yield self.plan.span(p)[0], self._open(p, mmap=False)
 
     def __getitem__(self, rows) -> np.ndarray:
         if isinstance(rows, slice):
@@ -206,11 +213,13 @@ class FeatureShards:
         part = rows // self.plan.shard_rows
         for p in np.unique(part):
             sel = part == p
-            out[sel] = self._parts[p][rows[sel] - p * self.plan.shard_rows]
+            mapped = self._open(int(p))
+            out[sel] = mapped[rows[sel] - p * self.plan.shard_rows]
+            del mapped  # unmapped here: gathered rows stay, the part does not
         return out
 
     def __array__(self, dtype=None, copy=None) -> np.ndarray:
-        whole = np.concatenate(self._parts) if self._parts else \
+        whole = np.concatenate([rows for _, rows in self.parts()]) if self.plan.parts else \
             np.zeros((0, self.meta["dims"]), np.float16)
         return whole if dtype is None else whole.astype(dtype)
 
