@@ -80,6 +80,19 @@ class Catalog:
         return any(r.item_id for r in self.rows)
 
 
+class RowsView:
+    """Some rows of a catalog, as a sequence of images."""
+
+    def __init__(self, images, rows: np.ndarray):
+        self.images, self.rows = images, rows
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, i: int):
+        return self.images[int(self.rows[i])]
+
+
 def _open_row(row: Row) -> Image.Image:
     if row.pixels is not None:
         img = Image.fromarray(row.pixels)

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from engine.builder.catalog import Catalog
+from engine.builder.catalog import Catalog, RowsView
 from engine.builder.variants import variants_of
 from engine.formats.builddir import shard_dir
 from engine.formats.shards import INDEX_FILE, FeatureShards, PartFiller, ShardPlan, ShardWriter
@@ -59,19 +59,6 @@ class WorkerShare:
 
 
 EVERY_PART = WorkerShare()  # one worker: every part
-
-
-class RowsView:
-    """Some rows of a catalog, as a sequence of images."""
-
-    def __init__(self, images, rows: np.ndarray):
-        self.images, self.rows = images, rows
-
-    def __len__(self) -> int:
-        return len(self.rows)
-
-    def __getitem__(self, i: int):
-        return self.images[int(self.rows[i])]
 
 
 def digest(**fields) -> str:

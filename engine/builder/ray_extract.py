@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from engine.builder.catalog import RowsView
 from engine.formats.shards import PartFiller, ShardPlan, ShardWriter
 from engine.formats.state import BuildOptions
 
@@ -45,8 +46,6 @@ class PartMaker:
                                                    allow_download=self.opts.allow_download)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        from engine.builder.extract import RowsView
-
         for part in batch["part"]:
             part = int(part)
             rows = np.arange(*next(iter(self.writers.values())).plan.span(part))
