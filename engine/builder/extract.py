@@ -25,6 +25,7 @@ from engine.builder.variants import variants_of
 from engine.formats.builddir import shard_dir
 from engine.formats.shards import INDEX_FILE, FeatureShards, PartFiller, ShardPlan, ShardWriter
 from engine.formats.state import BuildOptions, BuildState
+from engine.nets import TRUNK_TAPS
 
 logger = logging.getLogger(__name__)
 
@@ -32,7 +33,6 @@ PRETRAINED = ("vgg16-imagenet", "mobilenet_v2-imagenet")
 FASHION = "vgg16-fashion"
 TRUNK_DIR = "trunk"  # the conv maps vgg16-fashion reads; removed once its rows are made
 CHECKPOINT = "checkpoints/vgg16-fashion.pt"
-TRUNK_TAPS = {"pool4": "conv4", "pool5": "conv"}  # as engine.nets.fashion_head
 
 
 @dataclass(frozen=True)

@@ -8,3 +8,5 @@ loading torch.
 # pool5 is the article's.
 FASHION_INPUTS = ("pool4", "pool5")
 DEFAULT_FASHION_INPUT = "pool4"
+# The VGG16 conv-trunk tap each input is read from (the map before that pool).
+TRUNK_TAPS = {"pool4": "conv4", "pool5": "conv"}

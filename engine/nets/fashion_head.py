@@ -20,7 +20,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from engine.nets import DEFAULT_FASHION_INPUT, FASHION_INPUTS
+from engine.nets import DEFAULT_FASHION_INPUT, FASHION_INPUTS, TRUNK_TAPS
 
 CHECKPOINT_NAME = "vgg16-fashion.pt"
 # 2 added "power" (format 1 loads with power None); 3 added "input" and the standardisation
@@ -30,7 +30,6 @@ POWERS = (None, "sqrt")
 INPUTS = FASHION_INPUTS
 DEFAULT_INPUT = DEFAULT_FASHION_INPUT
 # The VGG16Taps tap that carries each input map.
-TRUNK_TAPS = {"pool4": "conv4", "pool5": "conv"}
 
 
 def pool5_grid(conv_dim: int) -> int:
