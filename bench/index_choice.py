@@ -31,7 +31,7 @@ def one(build: Path, slug: str, kind: str, n: int) -> dict:
     """Build and query one index; return its figures (runs in a child)."""
     from engine.builder.exact import agreement
     from engine.builder.index import build_index, open_index, setting
-    from engine.builder.metric import MetricSpace, catalog_parts
+    from engine.builder.metric import MetricSpace
     from engine.builder.pairs import default_search_k, exact_check
     from engine.builder.variants import variants_of
     from engine.formats.builddir import load_features, open_build
@@ -44,7 +44,7 @@ def one(build: Path, slug: str, kind: str, n: int) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()
         info = build_index(Path(tmp) / "v", kind, v.metric,
-                           lambda: ((p, space.vectors(r)) for p, r in catalog_parts(feats, cat)),
+                           lambda: space.parts(feats, cat),
                            dims=feats.shape[1], n_items=len(cat), trees=10, seed=0,
                            sample=lambda: space.vectors(feats[cat[:20_000]]))
         build_s = time.perf_counter() - t0

@@ -66,7 +66,7 @@ def exact_search(queries: np.ndarray, catalog, metric: str, k: int, *,
                  block: int = 256) -> Neighbours:
     """Return each query's exact k nearest catalog rows. `catalog` is the metric vectors
     of item_rows (an array), or an iterable of (positions in item_rows, vectors) parts
-    in position order (metric.catalog_parts)."""
+    in position order (metric.MetricSpace.parts)."""
     import torch
 
     from engine.nets.features import resolve_device

@@ -17,7 +17,7 @@ vectors, so a catalog of any size is transformed one shard at a time.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -55,7 +55,7 @@ class MetricSpace:
 
     metric: str
     thresholds: np.ndarray | None = None
-    info: dict = field(default_factory=dict)
+    median_rows: int = 0
 
     @classmethod
     def fit(cls, features, metric: str, catalog_rows: np.ndarray) -> MetricSpace:
@@ -66,20 +66,23 @@ class MetricSpace:
             return cls(metric)
         rows = median_rows(catalog_rows)
         thresholds = np.median(np.asarray(features[rows], dtype=np.float32), axis=0)
-        space = cls(metric, thresholds)
-        space.info = {"bit_balance": space._balance(features, catalog_rows, len(rows))}
-        return space
+        return cls(metric, thresholds, len(rows))
 
-    def _balance(self, features, catalog_rows: np.ndarray, n_median: int) -> dict:
+    def report(self, features, catalog_rows: np.ndarray) -> dict:
+        """Return what the index report says of the space: hamming's bit balance over the
+        catalog rows (one more pass over them), nothing for the others."""
+        if self.metric != "hamming":
+            return {}
         ones = np.zeros(len(self.thresholds))
-        for _, rows in catalog_parts(features, catalog_rows):
-            ones += self.vectors(rows).sum(axis=0)
+        for _, vectors in self.parts(features, catalog_rows):
+            ones += vectors.sum(axis=0)
         ones /= max(len(catalog_rows), 1)
-        return {"bits": int(len(self.thresholds)),
-                "mean_fraction_ones": round(float(ones.mean()), 4),
-                "dead_bit_share": round(float(np.mean((ones == 0) | (ones == 1))), 4),
-                "threshold": "catalog median per dimension (bit = feature > median)",
-                "median_rows": int(n_median)}
+        return {"bit_balance": {
+            "bits": int(len(self.thresholds)),
+            "mean_fraction_ones": round(float(ones.mean()), 4),
+            "dead_bit_share": round(float(np.mean((ones == 0) | (ones == 1))), 4),
+            "threshold": "catalog median per dimension (bit = feature > median)",
+            "median_rows": int(self.median_rows)}}
 
     def vectors(self, rows) -> np.ndarray:
         """Return the float32 vectors the metric compares (bits as 0/1 for hamming)."""
@@ -90,15 +93,20 @@ class MetricSpace:
             feats = feats / np.maximum(np.linalg.norm(feats, axis=1, keepdims=True), 1e-12)
         return np.ascontiguousarray(feats)
 
+    def parts(self, features, catalog_rows: np.ndarray) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """Yield (positions in catalog_rows, their vectors) shard by shard."""
+        for positions, rows in catalog_parts(features, catalog_rows):
+            yield positions, self.vectors(rows)
+
 
 def binarize(features: np.ndarray, catalog_rows: np.ndarray) -> tuple[np.ndarray, dict]:
     """Threshold every dimension at its catalog median (median_rows); return the bits of
     every row and their balance."""
     space = MetricSpace.fit(features, "hamming", catalog_rows)
-    return space.vectors(features) > 0, space.info["bit_balance"]
+    return space.vectors(features) > 0, space.report(features, catalog_rows)["bit_balance"]
 
 
 def metric_vectors(features, metric: str, catalog_rows: np.ndarray) -> tuple[np.ndarray, dict]:
     """Return every row's float32 vectors for a metric (small sets), plus info."""
     space = MetricSpace.fit(features, metric, catalog_rows)
-    return space.vectors(features), space.info
+    return space.vectors(features), space.report(features, catalog_rows)

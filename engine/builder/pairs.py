@@ -22,7 +22,7 @@ import numpy as np
 
 from engine.builder.exact import Neighbours, agreement, exact_search
 from engine.builder.index import setting
-from engine.builder.metric import MetricSpace, catalog_parts
+from engine.builder.metric import MetricSpace
 
 logger = logging.getLogger(__name__)
 
@@ -72,8 +72,8 @@ def exact_check(features, space: MetricSpace, catalog_rows: np.ndarray, queries:
     """Return search_variant's `exact`: exact search of a sample of the queries (metric
     vectors) over the catalog's shards, one shard at a time."""
     def exact(sample: np.ndarray) -> Neighbours:
-        parts = ((pos, space.vectors(rows)) for pos, rows in catalog_parts(features, catalog_rows))
-        return exact_search(queries[sample], parts, space.metric, k, item_rows=catalog_rows,
+        return exact_search(queries[sample], space.parts(features, catalog_rows), space.metric,
+                            k, item_rows=catalog_rows,
                             exclude=[exclude[i] for i in sample], device=device)
     return exact
 

@@ -16,6 +16,7 @@ import shutil
 import time
 from contextlib import contextmanager
 from dataclasses import asdict
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -24,7 +25,7 @@ from engine.builder.catalog import Catalog, load_catalog
 from engine.builder.evaluate import evaluate_variants, tsne_plot, write_reports
 from engine.builder.extract import EVERY_PART, WorkerShare, features_stage
 from engine.builder.index import build_index, index_kind, ivf_sample, open_index
-from engine.builder.metric import MetricSpace, catalog_parts
+from engine.builder.metric import MetricSpace
 from engine.builder.pairs import (
     default_search_k,
     duplicate_exclusions,
@@ -123,15 +124,13 @@ def index_stage(out: Path, state: BuildState) -> None:
         features = load_features(out, v.feature_key)
         space = MetricSpace.fit(features, v.metric, cat)
 
-        def parts(features=features, space=space):
-            return ((pos, space.vectors(rows)) for pos, rows in catalog_parts(features, cat))
-
         def sample(features=features, space=space):
             return space.vectors(features[cat[ivf_sample(len(cat), o.seed)]])
 
-        info[v.slug] = build_index(out / "indexes" / v.slug, kind, v.metric, parts,
+        info[v.slug] = build_index(out / "indexes" / v.slug, kind, v.metric,
+                                   partial(space.parts, features, cat),
                                    dims=features.shape[1], n_items=len(cat), sample=sample,
-                                   trees=o.trees, seed=o.seed) | space.info
+                                   trees=o.trees, seed=o.seed) | space.report(features, cat)
         info[v.slug]["build_s"] = round(time.perf_counter() - t0, 2)
     state.reports["index"] = info
 
