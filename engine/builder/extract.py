@@ -26,6 +26,7 @@ from engine.formats.builddir import shard_dir
 from engine.formats.shards import INDEX_FILE, FeatureShards, PartFiller, ShardPlan, ShardWriter
 from engine.formats.state import BuildOptions, BuildState
 from engine.nets import TRUNK_TAPS
+from engine.stats import seeded_sample
 
 logger = logging.getLogger(__name__)
 
@@ -129,10 +130,7 @@ def extract_network(out: Path, images, catalog_fp: str, network: str, dirs: dict
 def train_sample(catalog_rows: np.ndarray, train_rows: int, seed: int) -> np.ndarray:
     """Return the catalog rows the head trains on: all of them up to train_rows, else a
     seeded random train_rows of them, in order."""
-    if len(catalog_rows) <= train_rows:
-        return catalog_rows
-    pick = np.random.default_rng(seed).choice(len(catalog_rows), train_rows, replace=False)
-    return catalog_rows[np.sort(pick)]
+    return catalog_rows[seeded_sample(len(catalog_rows), train_rows, seed)]
 
 
 def fashion_features(out: Path, labels: np.ndarray, categories: list[str],

@@ -26,6 +26,7 @@ import numpy as np
 from engine.builder.exact import Neighbours
 from engine.builder.variants import METRICS
 from engine.formats.state import DEFAULT_TREES
+from engine.stats import seeded_sample
 
 logger = logging.getLogger(__name__)
 
@@ -102,9 +103,7 @@ def _faiss_metric(metric: str):
 def ivf_sample(n_items: int, seed: int) -> np.ndarray:
     """Return the catalog positions IVF trains on: all up to IVF_TRAIN_ROWS, else a
     seeded random IVF_TRAIN_ROWS of them, in order."""
-    if n_items <= IVF_TRAIN_ROWS:
-        return np.arange(n_items)
-    return np.sort(np.random.default_rng(seed).choice(n_items, IVF_TRAIN_ROWS, replace=False))
+    return seeded_sample(n_items, IVF_TRAIN_ROWS, seed)
 
 
 def ivf_lists(n_items: int) -> int:

@@ -23,6 +23,7 @@ import numpy as np
 
 from engine.builder.variants import METRICS
 from engine.formats.shards import iter_parts
+from engine.stats import seeded_sample
 
 # Hamming thresholds: each dimension's median over at most this many catalog rows.
 MEDIAN_SAMPLE = 20_000
@@ -33,11 +34,7 @@ def median_rows(catalog_rows: np.ndarray) -> np.ndarray:
     """Return the catalog rows the Hamming medians come from: all of them up to
     MEDIAN_SAMPLE, else a fixed random MEDIAN_SAMPLE of them (the same for every caller,
     so index, pairs and retraining binarize alike)."""
-    if len(catalog_rows) <= MEDIAN_SAMPLE:
-        return catalog_rows
-    pick = np.random.default_rng(MEDIAN_SEED).choice(len(catalog_rows), MEDIAN_SAMPLE,
-                                                      replace=False)
-    return catalog_rows[np.sort(pick)]
+    return catalog_rows[seeded_sample(len(catalog_rows), MEDIAN_SAMPLE, MEDIAN_SEED)]
 
 
 def catalog_parts(features, catalog_rows: np.ndarray) -> Iterator[tuple[np.ndarray, np.ndarray]]:

@@ -23,6 +23,7 @@ import numpy as np
 from engine.builder.exact import Neighbours, agreement, exact_search
 from engine.builder.index import setting
 from engine.builder.metric import MetricSpace
+from engine.stats import seeded_sample
 
 logger = logging.getLogger(__name__)
 
@@ -47,9 +48,7 @@ def exact_sample(n_queries: int, seed: int, size: int | None = None) -> np.ndarr
     are at most `size` (default EXACT_SAMPLE), else a seeded random `size` of them, in
     order."""
     size = EXACT_SAMPLE if size is None else size
-    if n_queries <= size:
-        return np.arange(n_queries)
-    return np.sort(np.random.default_rng(seed).choice(n_queries, size, replace=False))
+    return seeded_sample(n_queries, size, seed)
 
 
 def duplicate_exclusions(pixel_hash: list[str], query_rows: np.ndarray,
