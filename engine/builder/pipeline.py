@@ -24,7 +24,8 @@ import numpy as np
 from engine.builder.catalog import Catalog, load_catalog
 from engine.builder.evaluate import evaluate_variants, tsne_plot, write_reports
 from engine.builder.extract import EVERY_PART, WorkerShare, features_stage
-from engine.builder.index import build_index, index_kind, ivf_sample, open_index
+from engine.builder.index import build_index, index_kind, open_index
+from engine.builder.ivf import ivf_sample
 from engine.builder.metric import MetricSpace
 from engine.builder.pairs import (
     default_search_k,

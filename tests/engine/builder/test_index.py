@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -186,23 +188,68 @@ def test_a_faiss_index_built_by_parts_agrees_with_exact_search_after_a_move(metr
     assert agree["top1_agreement"] >= 0.99
     same = found.idx[:, 0] == exact.idx[:, 0]
     np.testing.assert_allclose(found.dist[same, 0], exact.dist[same, 0], rtol=1e-3, atol=1e-3)
-    expected = "faiss-binary-flat" if metric == "hamming" else "faiss-ivf-flat"
-    assert info["kind"] == expected and (tmp_path / "moved" / info["file"]).is_file()
+    expected = "faiss-binary-flat" if metric == "hamming" else "ivf-flat"
+    assert info["kind"] == expected and (tmp_path / "moved" / info["file"]).exists()
     if metric == "hamming":  # exact by construction
         np.testing.assert_array_equal(found.dist, exact.dist)
 
 
-def test_faiss_search_skips_excluded_rows():
-    from engine.builder.index import FaissSearch
+def test_searches_skip_excluded_rows():
+    from engine.builder.ivf import allowed
 
-    feats = np.eye(6, dtype=np.float32)
-    search = FaissSearch.__new__(FaissSearch)
+    dist = np.array([[0.0, 1.0, 2.0, 3.0], [0.5, 0.6, 0.75, np.inf]])
+    pos = np.array([[0, 1, 2, 3], [1, 2, 3, -1]])
+    rows = np.arange(10, 14)
+    found = allowed(dist, pos, 2, rows, [{10}, {11, 12}])
+    np.testing.assert_array_equal(found.idx, [[11, 12], [13, -1]])
+    np.testing.assert_array_equal(found.dist, [[1.0, 2.0], [0.75, np.inf]])
+
+
+def _clustered(n, dims, seed):
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(0, 3, size=(20, dims))
+    return (centres[rng.integers(0, 20, n)] + rng.normal(0, 1, (n, dims))).astype(np.float32)
+
+
+@pytest.mark.parametrize("metric", ["l1", "l2", "cosine"])
+def test_ivf_lists_on_disk_find_what_faiss_ivf_flat_finds(metric, tmp_path):
+    """Same quantizer, same nprobe: the same neighbours as faiss' own IndexIVFFlat."""
     import faiss
 
-    search.metric, search.nprobe = "l2", None
-    search.index = faiss.IndexFlatL2(6)
-    search.index.add(feats)
-    rows = np.arange(10, 16)
-    found = search.search(feats[:2], 3, item_rows=rows, exclude=[{10}, {11, 12}])
-    assert found.idx[0, 0] != 10 and not {11, 12} & set(found.idx[1])
-    assert found.dist[0, 0] == pytest.approx(np.sqrt(2))
+    from engine.builder.ivf import IvfSearch, build_ivf, faiss_metric, train_quantizer
+
+    vectors = _clustered(3000, 16, 5)
+    if metric == "cosine":
+        vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    parts = [(np.arange(a, min(a + 700, 3000)), vectors[a:a + 700]) for a in range(0, 3000, 700)]
+    build_ivf(lambda: iter(parts[::-1]), vectors[::3], metric, 3000, tmp_path / "v.ivf")
+    search = IvfSearch(tmp_path / "v.ivf", metric)
+    quantizer = train_quantizer(vectors[::3], metric, search.n_lists)
+    reference = faiss.IndexIVFFlat(quantizer, 16, search.n_lists, faiss_metric(metric))
+    reference.add(vectors)
+    reference.nprobe = search.nprobe = 3
+    queries = _clustered(200, 16, 6)
+    if metric == "cosine":
+        queries /= np.linalg.norm(queries, axis=1, keepdims=True)
+    want_d, want_p = reference.search(queries, 7)
+    got_d, got_p = search.nearest(queries, 7)
+    np.testing.assert_array_equal(got_p, want_p)
+    want_d = {"l2": np.sqrt(want_d), "cosine": np.sqrt(np.maximum(2 - 2 * want_d, 0)),
+              "l1": want_d}[metric]
+    np.testing.assert_allclose(got_d, want_d, rtol=1e-5, atol=1e-5)
+
+
+def test_ivf_search_maps_no_file_and_a_gap_in_the_parts_is_an_error(tmp_path):
+    from engine.builder.ivf import IvfSearch, build_ivf
+
+    vectors = _clustered(1000, 8, 7)
+    parts = [(np.arange(1000), vectors)]
+    build_ivf(lambda: iter(parts), vectors, "l2", 1000, tmp_path / "v.ivf")
+    search = IvfSearch(tmp_path / "v.ivf", "l2")
+    search.nprobe = search.n_lists  # every list: exact
+    _, pos = search.nearest(vectors[:50], 1)
+    np.testing.assert_array_equal(pos[:, 0], np.arange(50))
+    assert "v.ivf" not in Path("/proc/self/maps").read_text()  # read, never mapped
+    with pytest.raises(ValueError, match="do not cover all 1001 catalog items"):
+        build_ivf(lambda: iter(parts), vectors, "l2", 1001, tmp_path / "w.ivf")
+    assert not (tmp_path / "w.ivf").exists()

@@ -170,6 +170,23 @@ def test_a_repeated_catalog_builds_and_says_so(engine_fmnist_dir, engine_fake_fe
     assert sum(i.endswith("~1") for i in ids) == 30
 
 
+def test_a_faiss_build_moves_and_finds_what_the_annoy_build_finds(engine_fmnist_dir,
+                                                                  engine_fake_features,
+                                                                  tmp_path):
+    opts = dict(catalog_path=str(engine_fmnist_dir), limit=300, queries=20,
+                variants="offline", device="cpu")
+    build(tmp_path / "annoy", BuildOptions(**opts), tsne=False)
+    build(tmp_path / "faiss.tmp", BuildOptions(**opts, index="faiss"), tsne=False)
+    (tmp_path / "faiss.tmp").rename(tmp_path / "faiss")
+    manifest = json.loads((tmp_path / "faiss" / "manifest.json").read_text())
+    kinds = {slug: i["kind"] for slug, i in manifest["indexes"].items()}
+    assert set(kinds.values()) == {"ivf-flat", "faiss-binary-flat"}
+    assert all((tmp_path / "faiss" / i["file"]).exists() for i in manifest["indexes"].values())
+    annoy, faiss = _pairs(tmp_path / "annoy"), _pairs(tmp_path / "faiss")
+    same = [a["match_id"] == f["match_id"] for a, f in zip(annoy, faiss, strict=True)]
+    assert len(annoy) == len(faiss) and np.mean(same) >= 0.95
+
+
 @pytest.mark.slow
 def test_the_web_app_accepts_the_build(engine_real_build):
     builds = pytest.importorskip("webapp.jobs.builds")
