@@ -30,6 +30,10 @@ SOURCES = ("fashion-mnist", "folder", "deepfashion")
 DEFAULT_PATHS = {"fashion-mnist": Path("/usr/share/datasets/fashion-mnist")}
 
 
+UNREADABLE_ALLOWED = 10  # unreadable images skipped (and listed) before a build refuses
+UNREADABLE_SHARE = 0.01
+
+
 @dataclass
 class Catalog:
     """Catalog items and queries as a sequence of PIL images with aligned metadata."""
@@ -237,3 +241,16 @@ def _check_images(catalog: Catalog) -> None:
         kept.append(row)
         hashes.append(hash_pixels(img))
     catalog.rows, catalog.pixel_hash = kept, hashes
+    _refuse_many_unreadable(catalog.skipped, len(kept) + len(catalog.skipped))
+
+
+def _refuse_many_unreadable(skipped: list[tuple[str, str]], rows: int) -> None:
+    """A few unreadable images are skipped (and listed); more than UNREADABLE_ALLOWED
+    (or UNREADABLE_SHARE of the rows, if larger) means a wrong folder or a broken copy:
+    a clear error before anything is written."""
+    if len(skipped) <= max(UNREADABLE_ALLOWED, UNREADABLE_SHARE * rows):
+        return
+    shown = "; ".join(f"{image_id}: {why}" for image_id, why in skipped[:3])
+    raise ValueError(f"{len(skipped)} of {rows} catalog images could not be read (first: "
+                     f"{shown}); fix or remove them and run the build again (up to "
+                     f"{UNREADABLE_ALLOWED} or {UNREADABLE_SHARE:.0%} are skipped and listed)")

@@ -21,7 +21,14 @@ from pathlib import Path
 import numpy as np
 
 from engine.builder.exact import Neighbours
-from engine.builder.ivf import BinarySearch, IvfSearch, Parts, build_binary, build_ivf
+from engine.builder.ivf import (
+    AssignAll,
+    BinarySearch,
+    IvfSearch,
+    Parts,
+    build_binary,
+    build_ivf,
+)
 from engine.builder.variants import METRICS
 from engine.formats.state import DEFAULT_TREES
 
@@ -107,9 +114,10 @@ class AnnoySearch:
 # --- one variant's index, either kind ----------------------------------------------------
 
 def build_index(path: Path, kind: str, metric: str, parts: Parts, *, dims: int, n_items: int,
-                sample: Callable[[], np.ndarray], trees: int, seed: int) -> dict:
+                sample: Callable[[], np.ndarray], trees: int, seed: int,
+                assign_all: AssignAll | None = None) -> dict:
     """Build one variant's index of `kind` at `path` + its suffix; return its info:
-    the file and what a search needs to open it."""
+    the file and what a search needs to open it. `assign_all`: see ivf.build_ivf."""
     if kind == "annoy":
         path = path.with_name(f"{path.name}.ann")
         index = build_annoy(parts(), metric, n_trees=trees, seed=seed, dims=dims)
@@ -117,17 +125,19 @@ def build_index(path: Path, kind: str, metric: str, parts: Parts, *, dims: int, 
         index.unload()
         info = {"kind": "annoy", "annoy_metric": METRICS[metric], "trees": trees, "seed": seed}
     else:
-        path, info = _build_faiss(path, metric, parts, dims=dims, n_items=n_items, sample=sample)
+        path, info = _build_faiss(path, metric, parts, dims=dims, n_items=n_items, sample=sample,
+                                  assign_all=assign_all)
     return {"file": f"{path.parent.name}/{path.name}", "dims": dims, "items": n_items} | info
 
 
 def _build_faiss(path: Path, metric: str, parts: Parts, *, dims: int, n_items: int,
-                 sample: Callable[[], np.ndarray]) -> tuple[Path, dict]:
+                 sample: Callable[[], np.ndarray],
+                 assign_all: AssignAll | None) -> tuple[Path, dict]:
     if metric == "hamming":
         path = path.with_name(f"{path.name}.faiss")
         return path, build_binary(parts, dims, path)
     path = path.with_name(f"{path.name}.ivf")
-    return path, build_ivf(parts, sample(), metric, n_items, path)
+    return path, build_ivf(parts, sample(), metric, n_items, path, assign_all)
 
 
 def open_index(build: Path, info: dict, metric: str, *, search_k: int):

@@ -22,6 +22,7 @@ import math
 import os
 import shutil
 from collections.abc import Callable, Iterable
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -33,6 +34,7 @@ IVF_TRAIN_ROWS = 20_000
 FIRST_NPROBE = 8
 
 Parts = Callable[[], Iterable[tuple[np.ndarray, np.ndarray]]]  # (positions, vectors)
+AssignAll = Callable[..., np.ndarray]  # (quantizer, n_items) -> each position's list
 
 
 def faiss_metric(metric: str):
@@ -71,18 +73,26 @@ def assign(quantizer, rows: np.ndarray) -> np.ndarray:
     return lists[:, 0].astype(np.int32)
 
 
+def assign_parts(parts: Parts, quantizer, n_items: int) -> np.ndarray:
+    """Return every catalog position's list, assigned part by part."""
+    listed = np.full(n_items, -1, dtype=np.int32)
+    for positions, rows in parts():
+        listed[positions] = assign(quantizer, rows)
+    return listed
+
+
 # --- building -------------------------------------------------------------------------
 
-def build_ivf(parts: Parts, sample: np.ndarray, metric: str, n_items: int, path: Path) -> dict:
+def build_ivf(parts: Parts, sample: np.ndarray, metric: str, n_items: int, path: Path,
+              assign_all: AssignAll | None = None) -> dict:
     """Build a variant's IVF directory at `path` from its parts; `sample` holds the vectors
-    the lists are trained on. Return what the manifest says of it."""
+    the lists are trained on; `assign_all` gives every item its list (default: here, part
+    by part; builder.ray_index: on Ray). Return what the manifest says of it."""
     import faiss
 
     n_lists = min(ivf_lists(n_items), len(sample))
     quantizer = train_quantizer(sample, metric, n_lists)
-    listed = np.full(n_items, -1, dtype=np.int32)
-    for positions, rows in parts():
-        listed[positions] = assign(quantizer, rows)
+    listed = (assign_all or partial(assign_parts, parts))(quantizer, n_items)
     if (listed < 0).any():
         raise ValueError(f"{path}: the parts do not cover all {n_items} catalog items")
     if path.exists():

@@ -41,9 +41,16 @@ def catalog_parts(features, catalog_rows: np.ndarray) -> Iterator[tuple[np.ndarr
     """Yield (positions in catalog_rows, their feature rows) shard by shard; catalog_rows
     must be sorted (as a build's are)."""
     for first, part in iter_parts(features):
-        lo, hi = np.searchsorted(catalog_rows, [first, first + len(part)])
-        if hi > lo:
-            yield np.arange(lo, hi), np.asarray(part[catalog_rows[lo:hi] - first])
+        positions, rows = catalog_part(first, part, catalog_rows)
+        if len(positions):
+            yield positions, rows
+
+
+def catalog_part(first: int, part: np.ndarray, catalog_rows: np.ndarray):
+    """Return (positions in catalog_rows, their feature rows) of the part starting at
+    row `first`; catalog_rows must be sorted."""
+    lo, hi = np.searchsorted(catalog_rows, [first, first + len(part)])
+    return np.arange(lo, hi), np.asarray(part[catalog_rows[lo:hi] - first])
 
 
 @dataclass

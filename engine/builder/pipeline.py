@@ -46,6 +46,7 @@ from engine.formats.builddir import (
     load_features,
     publish_dir,
     read_table,
+    shard_dir,
     write_manifest,
     write_table,
     write_thumbnail,
@@ -131,9 +132,20 @@ def index_stage(out: Path, state: BuildState) -> None:
         info[v.slug] = build_index(out / "indexes" / v.slug, kind, v.metric,
                                    partial(space.parts, features, cat),
                                    dims=features.shape[1], n_items=len(cat), sample=sample,
-                                   trees=o.trees, seed=o.seed) | space.report(features, cat)
+                                   trees=o.trees, seed=o.seed,
+                                   assign_all=_list_assigner(out, o, v, space, cat),
+                                   ) | space.report(features, cat)
         info[v.slug]["build_s"] = round(time.perf_counter() - t0, 2)
     state.reports["index"] = info
+
+
+def _list_assigner(out: Path, o, v, space, cat):
+    """`--executor ray`: IVF lists assigned on Ray (builder.ray_index); else None (here)."""
+    if o.executor != "ray" or not shard_dir(out, v.feature_key).is_dir():
+        return None
+    from engine.builder.ray_index import ray_lists
+
+    return ray_lists(shard_dir(out, v.feature_key), space, cat)
 
 
 def pairs_stage(out: Path, state: BuildState) -> list[dict]:

@@ -69,15 +69,20 @@ def pool_size(resources: dict) -> tuple[int, float]:
     return max(1, int(resources.get("CPU", 1)) - 1), 0.0
 
 
+def start_ray():
+    """Join RAY_ADDRESS's cluster, or start a local one; return (ray, actors, GPUs each)."""
+    ray = _ray()
+    if not ray.is_initialized():
+        ray.init(include_dashboard=False, log_to_driver=False)
+    return (ray, *pool_size(ray.cluster_resources()))
+
+
 def make_parts(images, network: str, writers: dict[str, ShardWriter], todo: list[int],
                opts: BuildOptions) -> None:
     """Make `todo` parts of one network's taps on Ray."""
     from dataclasses import asdict
 
-    ray = _ray()
-    if not ray.is_initialized():
-        ray.init(include_dashboard=False, log_to_driver=False)
-    actors, gpus = pool_size(ray.cluster_resources())
+    ray, actors, gpus = start_ray()
     logger.info("%s: %d parts on Ray, %d actor(s), %g GPU each", network, len(todo), actors,
                 gpus)
     any_writer = next(iter(writers.values()))

@@ -199,7 +199,11 @@ class FeatureShards:
     def parts(self) -> Iterator[tuple[int, np.ndarray]]:
         """Yield (first row, rows) per part, each read whole and then let go."""
         for p in range(self.plan.parts):
-            yield self.plan.span(p)[0], self._open(p, mmap=False)
+            yield self.part(p)
+
+    def part(self, part: int) -> tuple[int, np.ndarray]:
+        """Return (first row, rows) of one part, read whole."""
+        return self.plan.span(part)[0], self._open(part, mmap=False)
 
     def __getitem__(self, rows) -> np.ndarray:
         if isinstance(rows, slice):

@@ -155,6 +155,25 @@ def test_all_unreadable_is_an_empty_result_error(tmp_path):
         load_catalog("folder", Path(tmp_path))
 
 
+def test_many_unreadable_images_are_a_clear_error_before_anything_is_written(tmp_path):
+    from engine.builder.pipeline import build
+    from engine.formats.state import BuildOptions
+
+    lines = ["path,category,split"]
+    for i in range(30):
+        name = f"{i:02d}.png"
+        if i < 18:
+            Image.new("RGB", (8, 8), (i * 9, 0, 0)).save(tmp_path / name)
+        else:
+            (tmp_path / name).write_bytes(b"\x89PNG not really")  # 12 unreadable
+        lines.append(f"{name},x,{'query' if i % 6 == 0 else 'catalog'}")
+    (tmp_path / "catalog.csv").write_text("\n".join(lines) + "\n")
+    with pytest.raises(ValueError, match=r"12 of 30 catalog images could not be read "
+                                         r"\(first: img-\d+: UnidentifiedImageError"):
+        build(tmp_path / "out", BuildOptions(catalog="folder", catalog_path=str(tmp_path)))
+    assert not (tmp_path / "out").exists() and not (tmp_path / "out.partial").exists()
+
+
 def test_repeat_adds_synthetic_copies_of_the_catalog_items(engine_fmnist_dir):
     """A bigger catalog than the source, for measuring growth: each item, then mirrored
     and shifted copies with new ids and no item id; the queries are not copied."""
