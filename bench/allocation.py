@@ -115,7 +115,7 @@ def play(build, taste_name, mix, adaptive_share, seed, max_votes, check, *, stop
             _, _, cell = drawn
             q, m = design.cells[cell]
             seen.add((q, m))
-            verdict = voter.decide(judged.logit_of[(q, m)], (q, m) in target, params, rng)
+            verdict = voter.decide(judged.looks[(q, m)], (q, m) in target, params, rng)
             voter.cast += 1
             cast += 1
             if verdict != "skip":

@@ -74,9 +74,10 @@ def truth(build_dir: Path, taste: str, out: Path | None) -> None:
     """Print each variant's true expected approval under a taste, and the ranking's gaps."""
     from engine.crowd.simulate import truth_report
 
-    judged, taste_obj, _ = _judged(build_dir, taste, None)
-    report = truth_report(judged, taste_obj)
+    judged, taste_obj, population = _judged(build_dir, taste, None)
+    report = truth_report(judged, taste_obj, population)
     click.echo(f"Taste {report['taste']} on build {report['build_id']}")
+    click.echo(report["truth_is"])
     click.echo("| rank | variant | true approval | pairs |\n|---:|---|---:|---:|")
     for row in report["variants"]:
         rank = row["rank"] if row["rank"] else "control"

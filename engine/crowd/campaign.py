@@ -106,7 +106,7 @@ def campaign(judged: JudgedBuild, population: Population, n_votes: int,
             slug, q, m = picked
             seen_queries.add((slug, q))
             seen_images.add((q, m))
-            verdict = voter.decide(judged.logit_of[(q, m)], (q, m) in target_pairs, params, rng)
+            verdict = voter.decide(judged.looks[(q, m)], (q, m) in target_pairs, params, rng)
             ms = voter.decision_ms(params, rng)
             clock_ms += ms + 400
             chooser.judgments[slug] += 1

@@ -222,8 +222,8 @@ class Player:
                 self.result.unknown_images += 1
             verdict = "skip"
         else:
-            logit = self.judged.logit(*shown)
-            verdict = voter.decide(logit, shown in self.target_pairs, self.population.params, rng)
+            look = self.judged.look(*shown)
+            verdict = voter.decide(look, shown in self.target_pairs, self.population.params, rng)
         ms = voter.decision_ms(self.population.params, rng)
         if not self.fast:
             time.sleep(min(ms / 1000, max(0.0, self.deadline - time.monotonic())))

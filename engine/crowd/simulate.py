@@ -2,12 +2,13 @@
 
 A population is a mix of voter types (docs/crowd.md):
 
-- `honest`: the taste, plus a personal leniency on the logit scale
-  (Normal(0, leniency_sd), drawn once per voter), a share `lapse` of votes cast at
-  random and a share `skip` of pairs skipped;
+- `honest`: the taste with the voter's own weights (spread `taste_sd` around the
+  taste's, engine.crowd.taste), plus a personal leniency on the logit scale
+  (Normal(0, leniency_sd)), both drawn once per voter; a share `lapse` of votes cast at
+  random; hard pairs skipped more: skip * 4 p (1 - p) for a pair it approves with p;
 - `yes`: says dope with probability `dope_rate` whatever it is shown;
 - `random`: says dope with probability `dope_rate` (0.5), a coin;
-- `tiring`: honest, but its lapse rate rises from `lapse_start` to `lapse_end`,
+- `tiring`: honest (own weights too), but its lapse rate rises from `lapse_start` to `lapse_end`,
   halfway after `half_life` votes, and it decides faster as it tires;
 - `adversary`: pushes `target` (a variant slug; empty = the real variant the taste
   likes least): it knows that variant's matches (as anyone who ran the public models
@@ -30,14 +31,14 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from engine.crowd.taste import PairJudge, Taste, mean_approval
+from engine.crowd.taste import SPREAD, PairJudge, Taste, mean_approval, spread_sd
 from engine.formats.builddir import BuildDir
 
 VOTER_TYPES = ("honest", "yes", "random", "tiring", "adversary")
 # Every parameter a population file may set: (default, low, high).
 PARAMETERS: dict[str, dict[str, tuple]] = {
-    "honest": {"leniency_sd": (0.5, 0.0, 5.0), "lapse": (0.05, 0.0, 1.0),
-               "skip": (0.02, 0.0, 0.9)},
+    "honest": {"leniency_sd": (0.5, 0.0, 5.0), "taste_sd": (0.3, 0.0, 3.0),
+               "lapse": (0.05, 0.0, 1.0), "skip": (0.04, 0.0, 0.9)},
     "yes": {"dope_rate": (0.9, 0.0, 1.0)},
     "random": {"dope_rate": (0.5, 0.0, 1.0)},
     "tiring": {"leniency_sd": (0.5, 0.0, 5.0), "lapse_start": (0.05, 0.0, 1.0),
@@ -125,10 +126,13 @@ class Population:
             pop.mix = check_mix(mix)
         return pop
 
-    def honest_truth(self, logits: np.ndarray) -> np.ndarray:
-        """Return the honest voter's mean dope probability (skips aside) for each logit."""
+    def honest_truth(self, logits: np.ndarray, basis: np.ndarray | None = None) -> np.ndarray:
+        """Return the honest crowd's mean dope probability (skips aside) for each pair:
+        its logit, and its PairJudge.basis row (how voters' weights move it)."""
         h = self.params["honest"]
-        return mean_approval(logits, h["leniency_sd"], h["lapse"])
+        spread = np.zeros((len(logits), len(SPREAD))) if basis is None else basis
+        return mean_approval(logits, spread_sd(spread, h["taste_sd"], h["leniency_sd"]),
+                             h["lapse"])
 
 
 # ---------------------------------------------------------------- voters
@@ -142,6 +146,7 @@ class Voter:
     leniency: float
     ident: str
     cast: int = 0
+    taste: np.ndarray | None = None  # taste_sd * z_u: its weights' spread (honest, tiring)
 
     def lapse(self, params: dict) -> float:
         if self.kind == "tiring":
@@ -150,19 +155,26 @@ class Voter:
             return t["lapse_start"] + (t["lapse_end"] - t["lapse_start"]) * grown
         return params["honest"]["lapse"]
 
-    def decide(self, logit: float, is_target: bool, params: dict, rng: random.Random) -> str:
-        """Return this voter's verdict on a pair with the taste's `logit`."""
+    def decide(self, look: Look, is_target: bool, params: dict, rng: random.Random) -> str:
+        """Return this voter's verdict on a pair (`look`: the taste's logit and basis)."""
         kind = self.kind
         if kind in ("yes", "random"):
             return DOPE if rng.random() < params[kind]["dope_rate"] else NOPE
         if kind == "adversary":
             return DOPE if is_target else NOPE
-        if kind == "honest" and rng.random() < params["honest"]["skip"]:
+        p = self.approval(look)
+        if kind == "honest" and rng.random() < params["honest"]["skip"] * 4 * p * (1 - p):
             return SKIP
         if rng.random() < self.lapse(params):
             return DOPE if rng.random() < 0.5 else NOPE
-        p = 1.0 / (1.0 + math.exp(-(logit + self.leniency)))
         return DOPE if rng.random() < p else NOPE
+
+    def approval(self, look: Look) -> float:
+        """Return the chance this voter approves the pair, lapses aside."""
+        own = look.logit + self.leniency
+        if self.taste is not None:
+            own += float(self.taste @ look.basis)
+        return 1.0 / (1.0 + math.exp(-own))
 
     def decision_ms(self, params: dict, rng: random.Random) -> int:
         """Return how long this voter looks at a pair before swiping."""
@@ -185,10 +197,23 @@ def new_voter(population: Population, rng: random.Random) -> Voter:
     draw = a["min_votes"] * (1.0 - rng.random()) ** (-1.0 / a["alpha"])
     budget = int(min(a["max_votes"], max(a["min_votes"], draw)))
     sd = population.params.get(kind, {}).get("leniency_sd", 0.0)
-    return Voter(kind, budget, rng.gauss(0, sd) if sd else 0.0, new_ident(rng))
+    voter = Voter(kind, budget, rng.gauss(0, sd) if sd else 0.0, new_ident(rng))
+    taste_sd = population.params["honest"]["taste_sd"]
+    if kind in ("honest", "tiring") and taste_sd:
+        voter.taste = taste_sd * np.array([rng.gauss(0, 1) for _ in SPREAD])
+    return voter
 
 
 # ---------------------------------------------------------------- a build, judged
+
+@dataclass
+class Look:
+    """What a voter sees in a pair, as the taste reads it: its logit, and its
+    PairJudge.basis row (how a voter's own weights move that logit)."""
+
+    logit: float
+    basis: np.ndarray
+
 
 @dataclass
 class JudgedBuild:
@@ -199,7 +224,7 @@ class JudgedBuild:
     controls: set[str]
     pairs: dict[str, list[tuple[str, str]]]
     truth: dict[str, float]  # honest crowd's mean approval per variant
-    logit_of: dict[tuple[str, str], float]
+    looks: dict[tuple[str, str], Look]
     judge: PairJudge
 
     def real_slugs(self) -> list[str]:
@@ -212,12 +237,13 @@ class JudgedBuild:
     def target_pairs(self, target: str) -> set[tuple[str, str]]:
         return set(self.pairs[target])
 
-    def logit(self, query_id: str, match_id: str) -> float:
-        """Return the taste's logit for any two images with thumbnails in the build."""
+    def look(self, query_id: str, match_id: str) -> Look:
+        """Return the taste's look at any two images with thumbnails in the build."""
         pair = (query_id, match_id)
-        if pair not in self.logit_of:
-            self.logit_of[pair] = float(self.judge.logits([query_id], [match_id])[0])
-        return self.logit_of[pair]
+        if pair not in self.looks:
+            self.looks[pair] = Look(float(self.judge.logits([query_id], [match_id])[0]),
+                                    self.judge.basis([query_id], [match_id])[0])
+        return self.looks[pair]
 
 
 def judge_build(build: BuildDir, taste: Taste, population: Population) -> JudgedBuild:
@@ -227,12 +253,19 @@ def judge_build(build: BuildDir, taste: Taste, population: Population) -> Judged
     pairs = {s: [] for s in slugs}
     for p in build.pairs:
         pairs[p.variant].append((p.query_id, p.match_id))
-    truth, logit_of = {}, {}
+    every = [pair for rows in pairs.values() for pair in rows]
+    judge.centre([q for q, _ in every], [m for _, m in every])
+    truth, looks = {}, {}
     for slug, rows in pairs.items():
-        lg = judge.logits([q for q, _ in rows], [m for _, m in rows]) if rows else np.zeros(0)
-        truth[slug] = float(population.honest_truth(lg).mean()) if rows else float("nan")
-        logit_of.update(zip(rows, lg.tolist(), strict=True))
-    return JudgedBuild(build, slugs, build.control_slugs, pairs, truth, logit_of, judge)
+        if not rows:
+            truth[slug] = float("nan")
+            continue
+        queries, matches = [q for q, _ in rows], [m for _, m in rows]
+        logits, basis = judge.logits(queries, matches), judge.basis(queries, matches)
+        truth[slug] = float(population.honest_truth(logits, basis).mean())
+        looks.update((pair, Look(float(lg), b))
+                     for pair, lg, b in zip(rows, logits, basis, strict=True))
+    return JudgedBuild(build, slugs, build.control_slugs, pairs, truth, looks, judge)
 
 
 def resolve_target(judged: JudgedBuild, population: Population) -> str:
@@ -246,7 +279,7 @@ def resolve_target(judged: JudgedBuild, population: Population) -> str:
     return target
 
 
-def truth_report(judged: JudgedBuild, taste: Taste) -> dict:
+def truth_report(judged: JudgedBuild, taste: Taste, population: Population) -> dict:
     """Return each variant's true approval, the true ranking and its neighbours' gaps."""
     names = {v["slug"]: v["name"] for v in judged.build.variants}
     ranking = judged.ranking()
@@ -256,5 +289,15 @@ def truth_report(judged: JudgedBuild, taste: Taste) -> dict:
             for s in sorted(judged.slugs, key=lambda s: -judged.truth[s])]
     gaps = [{"between": [a, b], "gap": round(judged.truth[a] - judged.truth[b], 5)}
             for a, b in zip(ranking, ranking[1:], strict=False)]
-    return {"taste": taste.name, "build_id": judged.build.build_id, "variants": rows,
-            "ranking": ranking, "gaps": gaps}
+    h = population.params["honest"]
+    basis = np.array([look.basis for look in judged.looks.values()])
+    sd = spread_sd(basis, h["taste_sd"], 0.0) if len(basis) else np.zeros(1)
+    truth_is = (f"The truth is the honest crowd's mean approval of each pair: voters differ in "
+                f"leniency (sd {h['leniency_sd']:g} logit) and in their own weights (taste_sd "
+                f"{h['taste_sd']:g}: their logits spread {np.median(sd):.2f} logit around the "
+                f"taste's on the median pair, {np.percentile(sd, 90):.2f} at the 90th "
+                f"percentile); lapses {h['lapse']:g}.")
+    return {"taste": taste.name, "build_id": judged.build.build_id, "truth_is": truth_is,
+            "honest": dict(h), "taste_logit_sd": {"median": round(float(np.median(sd)), 4),
+                                                  "p90": round(float(np.percentile(sd, 90)), 4)},
+            "variants": rows, "ranking": ranking, "gaps": gaps}

@@ -7,10 +7,18 @@ sees, never a variant's features or index:
                  + tone * s_tone + shape * s_shape + texture * s_texture + colour * s_colour
 
 where the s_* are `engine.crowd.descriptors.similarities` of the two thumbnails, in [0, 1].
-The taste's probability for a pair is what the file's honest voter approves on
-average: sigmoid(logit + leniency), leniency ~ Normal(0, leniency_sd), averaged over
-voters (Gauss-Hermite), with a share `lapse` of votes cast at random. So an honest
-crowd's dope rate on a variant's pairs converges to the variant's true approval.
+People differ in what they look at, not only in how lenient they are: each honest voter
+u weighs feature k with w_k + taste_sd * |w_k| * z_uk, z_uk ~ Normal(0, 1) drawn once,
+centred on the feature's mean m_k over the build's pairs so that only the relative
+weights move (leniency moves the level):
+
+    logit_u = logit + taste_sd * sum_k z_uk * |w_k| * (s_k - m_k) + leniency_u
+
+For one pair that is Normal around the taste's logit with variance leniency_sd^2 +
+taste_sd^2 * sum_k w_k^2 (s_k - m_k)^2, so the crowd's mean approval of a pair, the
+truth, is exact by Gauss-Hermite: sigmoid averaged over that normal, with a share `lapse`
+of votes cast at random. An honest crowd's dope rate on a variant's pairs converges to
+the variant's true approval.
 """
 
 from __future__ import annotations
@@ -26,6 +34,7 @@ from engine.formats.builddir import BuildDir
 
 TASTES_DIR = Path(__file__).parent / "tastes"
 WEIGHTS = ("bias", "category", "item") + FEATURES
+SPREAD = WEIGHTS[1:]  # the weights voters differ on (the bias is leniency's)
 HERMITE_NODES = 24
 
 
@@ -87,15 +96,19 @@ def sigmoid(x):
     return 1.0 / (1.0 + np.exp(-x))
 
 
-def mean_approval(logit: np.ndarray, leniency_sd: float, lapse: float) -> np.ndarray:
-    """Return E[(1 - lapse) sigmoid(logit + e) + lapse / 2], e ~ Normal(0, leniency_sd)."""
+def mean_approval(logit: np.ndarray, sd, lapse: float) -> np.ndarray:
+    """Return E[(1 - lapse) sigmoid(logit + e) + lapse / 2], e ~ Normal(0, sd); sd is a
+    number or one per logit."""
     logit = np.asarray(logit, float)
-    if leniency_sd > 0:
-        nodes, weights = np.polynomial.hermite_e.hermegauss(HERMITE_NODES)
-        p = sigmoid(logit[..., None] + leniency_sd * nodes) @ (weights / weights.sum())
-    else:
-        p = sigmoid(logit)
+    sd = np.broadcast_to(np.asarray(sd, float), logit.shape)
+    nodes, weights = np.polynomial.hermite_e.hermegauss(HERMITE_NODES)
+    p = sigmoid(logit[..., None] + sd[..., None] * nodes) @ (weights / weights.sum())
     return (1.0 - lapse) * p + lapse / 2
+
+
+def spread_sd(basis: np.ndarray, taste_sd: float, leniency_sd: float) -> np.ndarray:
+    """Return each pair's sd of logit_u across voters (basis: PairJudge.basis rows)."""
+    return np.sqrt(leniency_sd ** 2 + taste_sd ** 2 * (np.asarray(basis) ** 2).sum(axis=-1))
 
 
 class PairJudge:
@@ -110,6 +123,7 @@ class PairJudge:
         needs_pixels = any(taste.weights[f] for f in FEATURES)
         self.appearance: Appearance | None = (
             describe([build.thumbnail_path(i) for i in ids]) if needs_pixels else None)
+        self.means: dict[str, float] = {}
 
     def features(self, query_ids, match_ids) -> dict[str, np.ndarray]:
         """Return every weighted feature of the pairs, each an array in [0, 1]."""
@@ -119,6 +133,22 @@ class PairJudge:
                "item": ((self.item[qi] == self.item[mi]) & (self.item[qi] != "")).astype(float)}
         if self.appearance is not None:
             out |= similarities(self.appearance, qi, mi)
+        return out
+
+    def centre(self, query_ids, match_ids) -> None:
+        """Set each feature's mean m_k over these pairs (the build's), around which
+        voters' weights spread."""
+        feats = self.features(query_ids, match_ids)
+        self.means = {k: float(np.mean(v)) if len(v) else 0.0 for k, v in feats.items()}
+
+    def basis(self, query_ids, match_ids) -> np.ndarray:
+        """Return (pairs, SPREAD) rows |w_k| (s_k - m_k), k in SPREAD: a voter's z_u . row
+        times taste_sd is how far its logit is from the taste's."""
+        w, feats = self.taste.weights, self.features(query_ids, match_ids)
+        out = np.zeros((len(query_ids), len(SPREAD)))
+        for j, key in enumerate(SPREAD):
+            if w[key] and key in feats:
+                out[:, j] = abs(w[key]) * (feats[key] - self.means.get(key, 0.0))
         return out
 
     def logits(self, query_ids, match_ids) -> np.ndarray:
