@@ -119,7 +119,7 @@ def play(build, taste_name, mix, adaptive_share, seed, max_votes, check, *, stop
             voter.cast += 1
             cast += 1
             if verdict != "skip":
-                ledger.add(cell, verdict == "dope", alloc.probability[cell])
+                ledger.add(cell, verdict == "dope", alloc.probability[cell], voter.ident)
                 for key, value in (("cell", cell), ("voter", voter.ident),
                                    ("dope", int(verdict == "dope")),
                                    ("probability", alloc.probability[cell]),

@@ -13,6 +13,24 @@ with bounded conditional variances too (their Section 3), which is what the inve
 probability weighted terms of an adaptive design are (docs/statistics.md). rho sets
 where the sequence is tightest: `rho_for(t_star, alpha)` makes it tightest at t_star
 observations (their eq. 3.5).
+
+In the notation of Howard, Ramdas, McAuliffe and Sekhon ("Time-uniform, nonparametric,
+nonasymptotic confidence sequences", Annals of Statistics 2021, Section 3), this is the
+normal mixture on the centred sum S with variance process V and r = V / (t rho^2): the
+mixture martingale over lambda ~ Normal(0, 1/r),
+
+    M = sqrt(r / (V + r)) * exp(S^2 / (2 (V + r))),
+
+crosses 1/alpha exactly where |S| = sqrt((V + r) log((V + r) / (r alpha^2))), the radius
+above times t. The one-sided sequence (`one_sided_radius`, for the stop, which only
+needs lower bounds) mixes over lambda >= 0 only (density 2 phi):
+
+    M+ = 2 sqrt(r / (V + r)) * exp(S^2 / (2 (V + r))) * Phi(S / sqrt(V + r)),
+
+and its boundary, where M+ = 1/alpha, is found by bisection: a little over the two-sided
+boundary at 2 alpha. Ville's inequality bounds the chance that either martingale ever
+reaches 1/alpha; with an estimated variance the sequences are asymptotic, as above.
+V may be clustered by voter (webapp.stats.clusters).
 """
 
 from __future__ import annotations
@@ -53,3 +71,22 @@ def weighted_radius(v: float, h1: float, h2: float, alpha: float,
     rho2 = rho_for(t_star, alpha) ** 2
     return math.sqrt(2 * (rho2 * h2 + 1) * v / (rho2 * h2)
                      * math.log(math.sqrt(rho2 * h2 + 1) / alpha)) / h1
+
+
+def one_sided_radius(v: float, h1: float, h2: float, alpha: float,
+                     t_star: float = T_STAR) -> float:
+    """Return the one-sided (lower or upper) half-width for an h-weighted mean: where the
+    one-sided normal mixture M+ reaches 1/alpha, with the same rho as weighted_radius."""
+    if h1 <= 0 or h2 <= 0:
+        return math.inf
+    rho2 = rho_for(t_star, alpha) ** 2
+    spread = math.log(rho2 * h2 + 1) / 2 + math.log(1 / alpha)  # log M+ at S = 0, negated
+
+    def excess(x):  # log M+ - log(1/alpha), in x = S / sqrt(V + r)
+        return math.log(math.erfc(-x / math.sqrt(2))) + x * x / 2 - spread
+
+    low, high = 0.0, math.sqrt(2 * spread) + 1.0
+    for _ in range(60):
+        mid = (low + high) / 2
+        low, high = (mid, high) if excess(mid) < 0 else (low, mid)
+    return high * math.sqrt(v * (1 + 1 / (rho2 * h2))) / h1

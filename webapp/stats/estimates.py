@@ -24,6 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from webapp.stats import confseq
+from webapp.stats.clusters import VoterSums
 from webapp.stats.design import Design
 
 BASELINE = None  # the control variate's constant (mean_and_sd); None: the dope rate
@@ -181,15 +182,29 @@ def weighted_mean(sums: Sums, b: float, total: float) -> tuple[float, float]:
     return mean, max(second - 2 * mean * first + mean * mean * sums.H2, 0.0)
 
 
-def sums_interval(sums: Sums, b: float, total: float,
-                  alpha: float) -> tuple[float, float, float]:
+def sums_interval(sums: Sums, b: float, total: float, alpha: float,
+                  variance=None) -> tuple[float, float, float]:
     """Return (estimate, low, high) of the confidence sequence (webapp/stats/confseq.py) for
-    the h-weighted mean; with every h = 1 it is the plain sequence of the mean."""
+    the h-weighted mean; with every h = 1 it is the plain sequence of the mean.
+    `variance(mean)`: the variance process to use (clustered by voter), else the plain one."""
     mean, v = weighted_mean(sums, b, total)
     if not sums.H1 > 0:
         return mean, -np.inf, np.inf
+    if variance is not None:
+        v = variance(mean)
     half = confseq.weighted_radius(v, sums.H1, sums.H2, alpha)
     return mean, mean - half, mean + half
+
+
+def sums_lower(sums: Sums, b: float, total: float, alpha: float,
+               variance=None) -> float:
+    """Return the one-sided lower confidence sequence of the h-weighted mean at alpha."""
+    mean, v = weighted_mean(sums, b, total)
+    if not sums.H1 > 0:
+        return -np.inf
+    if variance is not None:
+        v = variance(mean)
+    return mean - confseq.one_sided_radius(v, sums.H1, sums.H2, alpha)
 
 
 def mean_and_sd(weights: np.ndarray, t: Tally,
@@ -222,15 +237,39 @@ class Ledger:
         self.total, self.epoch = Tally.empty(cells), Tally.empty(cells)
         self.folded: dict[tuple, Sums] = {}
         self.h: dict[tuple, float] = {}
+        self.position = {key: k for k, key in enumerate(self.keys())}
+        self.clusters: VoterSums | None = None  # made with the first voter given
 
-    def add(self, cell: int, dope: bool, probability: float) -> None:
+    def add(self, cell: int, dope: bool, probability: float, voter=None) -> None:
+        """Add one judgment; with its voter, the variance process is clustered by voter."""
         self.total.add(cell, dope, probability)
         self.epoch.add(cell, dope, probability)
+        if voter is not None:
+            self._clusters().add(voter, cell, dope, probability, self._h_vector())
 
-    def add_many(self, cell: np.ndarray, dope: np.ndarray, probability: np.ndarray) -> None:
-        """Add judgments given as arrays to the open epoch."""
+    def add_many(self, cell: np.ndarray, dope: np.ndarray, probability: np.ndarray,
+                 voters: np.ndarray | None = None) -> None:
+        """Add judgments given as arrays to the open epoch (and their voters)."""
         more = tally(len(self.weights.design.cells), cell, dope, probability)
         self.total, self.epoch = self.total.plus(more), self.epoch.plus(more)
+        if voters is not None:
+            self._clusters().add_many(voters, cell, dope, probability, self._h_vector())
+
+    def _clusters(self) -> VoterSums:
+        if self.clusters is None:
+            self.clusters = VoterSums(np.array([self.weights.vector(k) for k in self.keys()]))
+        return self.clusters
+
+    def _h_vector(self) -> np.ndarray:
+        return np.array([self.h.get(key, 1.0) for key in self.keys()])
+
+    def variance(self, key: tuple, sign: float, b: float, total: float):
+        """Return V(mean) clustered by voter for a vector (sign -1: its negation), or
+        None when no voters were given."""
+        if self.clusters is None:
+            return None
+        k = self.position[key]
+        return lambda mean: self.clusters.variance(k, sign, b, mean, total)
 
     def start_epoch(self, h: dict[tuple, float]) -> None:
         """Fold the open epoch in with its weights; the next epoch has weights h (a

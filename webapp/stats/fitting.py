@@ -66,13 +66,24 @@ def ledger_of(weights: estimates.Weights, votes: dict, mask: np.ndarray,
               epoch_h: dict[int, dict]) -> estimates.Ledger:
     """Return the judgments under mask as a Ledger: one epoch per fit that drew them,
     in order, each with the weights that fit stored before its votes were drawn (a
-    fit no longer stored, or votes before any fit: every weight 1)."""
+    fit no longer stored, or votes before any fit: every weight 1), and their voters."""
     ledger = estimates.Ledger(weights)
+    people = voter_numbers(votes)
     for epoch in np.unique(votes["epoch"][mask]):
         ledger.start_epoch(epoch_h.get(int(epoch), {}))
         part = mask & (votes["epoch"] == epoch)
-        ledger.add_many(votes["cell"][part], votes["dope"][part], votes["probability"][part])
+        ledger.add_many(votes["cell"][part], votes["dope"][part], votes["probability"][part],
+                        people[part])
     return ledger
+
+
+def voter_numbers(votes: dict) -> np.ndarray:
+    """Number each judgment's voter (the cookie's id), so that the variance is clustered
+    by voter; a judgment without one is its own voter."""
+    names = [f"voter:{v}" if v is not None else f"vote:{i}"
+             for v, i in zip(votes["voter"], votes["id"], strict=True)]
+    return np.unique(np.array(names, dtype=object), return_inverse=True)[1] if names \
+        else np.zeros(0, dtype=np.int64)
 
 
 def next_epoch_weights(design: Design, weights: estimates.Weights, focus,

@@ -9,7 +9,15 @@ from dataclasses import dataclass
 import numpy as np
 
 from webapp.stats.design import Design
-from webapp.stats.estimates import Ledger, Sums, Tally, Weights, plain_rate, sums_interval
+from webapp.stats.estimates import (
+    Ledger,
+    Sums,
+    Tally,
+    Weights,
+    plain_rate,
+    sums_interval,
+    sums_lower,
+)
 
 ALPHA = 0.05
 EPSILON = 0.01  # variants within one point of the best count as best (epsilon-best)
@@ -62,7 +70,7 @@ class Standing:
     p_best: list[float]
     leader: int | None  # design position
     settled: bool
-    tied_with: list[int]  # design positions within epsilon that the leader has not beaten
+    tied_with: list[int]  # design positions whose margin lies inside (-epsilon, +epsilon)
     margins: dict[int, tuple[float, float]]  # other -> (low, high) of leader - other
     gaps: dict[int, float]  # other -> estimate of leader - other
 
@@ -94,10 +102,10 @@ def _tally(source) -> Tally:
     return source.total if isinstance(source, Ledger) else source
 
 
-def vector_interval(source, weights: Weights, key: tuple,
-                    alpha: float) -> tuple[float, float, float]:
-    """Return (estimate, low, high) for a vector ("v", i) or ("d", i, j), any order, from
-    a Tally (every h = 1) or a Ledger (epoch weights)."""
+def _vector_sums(source, weights: Weights, key: tuple):
+    """Return (sums, w, b, variance) of a vector ("v", i) or ("d", i, j), any order, from a
+    Tally (every h = 1, judgments independent) or a Ledger (epoch weights; the variance
+    clustered by voter when it was given voters)."""
     flip = key[0] == "d" and key[1] > key[2]
     canonical = ("d", key[2], key[1]) if flip else key
     w = weights.vector(canonical)
@@ -108,27 +116,65 @@ def vector_interval(source, weights: Weights, key: tuple,
         sums.add(w, source)
     if flip:
         sums, w = sums.negated(), -w
-    return sums_interval(sums, plain_rate(w, _tally(source)), float(w.sum()), alpha)
+    b = plain_rate(w, _tally(source))
+    variance = source.variance(canonical, -1.0 if flip else 1.0, b, float(w.sum())) \
+        if isinstance(source, Ledger) else None
+    return sums, w, b, variance
 
 
-def compare_leader(weights: Weights, source, leader: int, others: list[int], alpha: float,
-                   epsilon: float) -> tuple[bool, list[int], dict, dict]:
+def vector_interval(source, weights: Weights, key: tuple,
+                    alpha: float) -> tuple[float, float, float]:
+    """Return (estimate, low, high) of a vector's two-sided sequence at alpha."""
+    sums, w, b, variance = _vector_sums(source, weights, key)
+    return sums_interval(sums, b, float(w.sum()), alpha, variance)
+
+
+def vector_lower(source, weights: Weights, key: tuple, alpha: float) -> float:
+    """Return a vector's one-sided lower sequence at alpha."""
+    sums, w, b, variance = _vector_sums(source, weights, key)
+    return sums_lower(sums, b, float(w.sum()), alpha, variance)
+
+
+def compare_leader(weights: Weights, source, leader: int, others: list[int],
+                   alphas: Alphas, epsilon: float) -> tuple[bool, list[int], dict, dict]:
     """Return (settled, tied, margins, gaps) of the leader against each other variant:
-    settled when every difference's lower bound is above -epsilon; tied: those whose
-    lower bound is not above 0; gaps: the differences' estimates."""
+    margins, the differences' two-sided sequences (alphas.margin each); settled when every
+    difference's one-sided lower sequence (alphas.stop each) is above -epsilon; tied:
+    those whose margin lies inside (-epsilon, +epsilon), both ends; gaps: the estimates."""
     margins, gaps, settled, tied = {}, {}, _tally(source).n >= MIN_JUDGMENTS, []
     for j in others:
         if weights.design.shared(leader, j) == 0:
             margins[j] = (-np.inf, np.inf)
             settled = False
             continue
-        mean, low, high = vector_interval(source, weights, ("d", leader, j), alpha)
+        mean, low, high = vector_interval(source, weights, ("d", leader, j), alphas.margin)
         margins[j] = (low, high)
         gaps[j] = mean
-        settled = settled and low > -epsilon
-        if low <= 0:
+        settled = settled and vector_lower(source, weights, ("d", leader, j),
+                                           alphas.stop) > -epsilon
+        if -epsilon < low and high < epsilon:
             tied.append(j)
     return settled, tied, margins, gaps
+
+
+@dataclass
+class Alphas:
+    """How alpha is shared (docs/statistics.md, "The confidence sequences"). Everything
+    the board reports holds together with probability 1 - alpha: the K per-variant
+    intervals share alpha / 2, and the K (K - 1) / 2 differences any leader may be
+    compared on share the other alpha / 2. The stop is one-sided: it errs only if the
+    lower sequence of (leader - true best) misses, one of K - 1 comparisons, so each
+    lower sequence gets alpha / (K - 1)."""
+
+    variant: float
+    margin: float
+    stop: float
+
+    @classmethod
+    def of(cls, alpha: float, k: int) -> Alphas:
+        k = max(k, 1)
+        pairs = max(k * (k - 1) // 2, 1)
+        return cls(alpha / (2 * k), alpha / (2 * pairs), alpha / max(k - 1, 1))
 
 
 def standing(design: Design, source, *, alpha: float = ALPHA, epsilon: float = EPSILON,
@@ -137,16 +183,16 @@ def standing(design: Design, source, *, alpha: float = ALPHA, epsilon: float = E
     probability of being best, and whether the best is settled (epsilon-best), from a
     Tally or a Ledger.
 
-    Intervals are simultaneous over the real variants (alpha / K each); the leader's
-    comparisons over the pairs that contain the true best (alpha / (K-1) each), so
-    the stopping rule names a variant more than epsilon below the best with
-    probability at most alpha, however often it is checked.
+    Every reported interval (per variant, and the leader's margins) holds at once with
+    probability 1 - alpha (Alphas); the stop names a variant more than epsilon below the
+    best with probability at most alpha, however often it is checked.
     """
     real = design.real()
     weights = weights or (source.weights if isinstance(source, Ledger) else Weights(design))
     t = _tally(source)
     k = max(len(real), 1)
-    rows = [vector_interval(source, weights, ("v", i), alpha / k) for i in real]
+    alphas = Alphas.of(alpha, k)
+    rows = [vector_interval(source, weights, ("v", i), alphas.variant) for i in real]
     estimate = [r[0] for r in rows]
     low, high = [r[1] for r in rows], [r[2] for r in rows]
     p_best = posterior_best(weights, t, real, seed) if t.n else [1.0 / k] * len(real)
@@ -160,6 +206,6 @@ def standing(design: Design, source, *, alpha: float = ALPHA, epsilon: float = E
     if leader is not None and len(real) > 1:
         others = [i for i in real if i != leader]
         settled, tied, margins, gaps = compare_leader(weights, source, leader, others,
-                                                      alpha / (len(real) - 1), epsilon)
+                                                      alphas, epsilon)
     return Standing(real, estimate, low, high, rank_ranges(low, high), p_best, leader,
                     settled, tied if settled else [], margins, gaps)

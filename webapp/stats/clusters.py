@@ -1,0 +1,89 @@
+"""The variance process clustered by voter: honest intervals when votes are not independent.
+
+One person's judgments share that person's taste and leniency, so they are not
+independent draws from the crowd: a heavy voter who likes dark matches moves every
+estimate that counts their votes, all in one direction. The confidence sequences'
+variance process then has to count a voter's terms together. For a weight vector w, with
+the epoch weights h and the terms Z_t of webapp.stats.estimates,
+
+    V = sum over voters u of ( sum_{t of u} h_t (Z_t - mean) )^2,
+
+the cluster-robust (sandwich) variance of Liang and Zeger (1986) applied to the centred
+martingale sum, in place of sum_t h_t^2 (Z_t - mean)^2. With one judgment per voter it is
+the plain one. Regrouped by voter, the sum is a sum of voters' contributions, and the
+normal mixture runs on that sum (webapp.stats.confseq); docs/statistics.md says what is
+assumed and bench/coverage.py measures how often the intervals miss.
+
+Per voter and vector we keep a_u = sum h y w/pi, p_u = sum h w/pi and n_u = sum h, so that
+sum_{t of u} h_t (Z_t - mean) = s (a_u - b p_u) + c n_u, with s = +-1 (the vector or its
+negation) and c = b * total - mean, and V is a quadratic form in (1, b, c) of six sums over
+voters (kept lazily: votes come one at a time in the simulations, by the million in a fit).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+class VoterSums:
+    """Per voter and per vector: a_u, p_u and n_u; V for any baseline and mean."""
+
+    def __init__(self, matrix: np.ndarray):
+        self.matrix = matrix  # (vectors, cells): every vector's weight on every cell
+        self.index: dict = {}
+        self.a = np.zeros((16, len(matrix)))
+        self.p = np.zeros_like(self.a)
+        self.n = np.zeros_like(self.a)
+        self._moments: np.ndarray | None = None
+
+    def _rows(self, voters) -> np.ndarray:
+        rows = np.array([self.index.setdefault(v, len(self.index)) for v in voters], dtype=np.int64)
+        if len(self.index) > len(self.a):
+            grow = max(len(self.index), 2 * len(self.a)) - len(self.a)
+            self.a, self.p, self.n = (np.vstack([x, np.zeros((grow, x.shape[1]))])
+                                      for x in (self.a, self.p, self.n))
+        return rows
+
+    def add(self, voter, cell: int, dope: bool, probability: float, h: np.ndarray) -> None:
+        """Count one judgment; h: each vector's epoch weight."""
+        row = self._rows([voter])[0]
+        hw = h * self.matrix[:, cell] / probability
+        self.p[row] += hw
+        if dope:
+            self.a[row] += hw
+        self.n[row] += h
+        self._moments = None
+
+    def add_many(self, voters: np.ndarray, cell: np.ndarray, dope: np.ndarray,
+                 probability: np.ndarray, h: np.ndarray) -> None:
+        """Count judgments given as arrays, all drawn with the epoch weights h."""
+        if not len(cell):
+            return
+        rows, local = np.unique(self._rows(voters.tolist()), return_inverse=True)
+        inv = 1.0 / probability
+        count = np.bincount(local, minlength=len(rows))
+        for k in range(len(self.matrix)):  # the voters of this batch only: cost ~ batch
+            hw = h[k] * self.matrix[k, cell] * inv
+            self.p[rows, k] += np.bincount(local, weights=hw, minlength=len(rows))
+            self.a[rows, k] += np.bincount(local, weights=hw * dope, minlength=len(rows))
+            self.n[rows, k] += h[k] * count
+        self._moments = None
+
+    def moments(self) -> np.ndarray:
+        """(6, vectors): sums over voters of a^2, p^2, n^2, a p, a n, p n."""
+        if self._moments is None:
+            a, p, n = self.a, self.p, self.n
+            self._moments = np.array([(a * a).sum(0), (p * p).sum(0), (n * n).sum(0),
+                                      (a * p).sum(0), (a * n).sum(0), (p * n).sum(0)])
+        return self._moments
+
+    def variance(self, k: int, sign: float, b: float, mean: float, total: float) -> float:
+        """V for vector k (sign -1: its negation) with baseline b, at `mean`."""
+        aa, pp, nn, ap, an, pn = self.moments()[:, k]
+        c = b * total - mean
+        v = aa + b * b * pp - 2 * b * ap + c * c * nn + 2 * sign * c * (an - b * pn)
+        return max(float(v), 0.0)
+
+    @property
+    def voters(self) -> int:
+        return len(self.index)
