@@ -10,7 +10,7 @@ import hashlib
 
 import numpy as np
 
-from webapp.stats import voters
+from webapp.stats import quality, voters
 from webapp.stats.design import CONTROL, Design
 from webapp.stats.estimates import variant_weights
 
@@ -66,9 +66,10 @@ def origin_report(votes, voter: np.ndarray, on_gold: np.ndarray, design: Design,
     Votes are grouped by origin (a keyed hash of the client address) as well as by
     voter: a script that drops its cookie every few votes is many voters with little
     evidence each, but one origin with a lot. An origin is excluded when it is shared
-    by two voters or more and at chance on gold, or when its votes follow one variant
-    rather than the pictures (voters.targeting). Votes without an origin stand for
-    their voter."""
+    by two voters or more and at chance on gold (all of them together), or when its votes follow
+    one variant rather than the pictures, beyond how much honest people differ
+    (webapp.stats.quality). Being many is not evidence: an origin is judged on how far
+    it is from the crowd. Votes without an origin stand for their voter."""
     labels = np.array([o if o is not None else f"voter:{v}"
                        for o, v in zip(votes["origin"], voter, strict=True)], dtype=object)
     names, origin = _groups(labels)
@@ -76,15 +77,16 @@ def origin_report(votes, voter: np.ndarray, on_gold: np.ndarray, design: Design,
     distinct = np.unique(np.stack([origin, voter]), axis=1) if len(voter) \
         else np.zeros((2, 0), dtype=np.int64)
     voters_per = np.bincount(distinct[0], minlength=len(names))
-    z, column = voters.targeting(origin, votes["cell"], votes["dope"].astype(float),
-                                 membership(design, votes["cell"]), len(names))
-    real = design.real()
+    z, column = quality.follows(*voters.targeting_effects(
+        origin, votes["cell"], votes["dope"].astype(float), membership(design, votes["cell"]),
+        len(names)))
+    real, chance = design.real(), quality.GoldFloor.chance()
     why = {}
     for o, r in enumerate(records):
-        if z[o] > voters.Z_TARGETING:
+        if z[o] > quality.Z_TARGETING:
             target = (slugs or design.variant_ids)[real[column[o]]]
-            why[o] = f"follows {target} (z = {z[o]:.1f})"
-        elif voters_per[o] >= 2 and not str(names[o]).startswith("voter:") and r.at_chance():
+            why[o] = f"follows {target} (z = {z[o]:.1f} beyond honest spread)"
+        elif voters_per[o] >= 2 and not str(names[o]).startswith("voter:") and chance.below(r):
             why[o] = "at chance on gold"
     bad = list(why)
     rows = [{"origin": str(names[o])[:12], "voters": int(voters_per[o]), "why": why[o],
@@ -110,7 +112,8 @@ def voter_report(votes, design: Design, positive=None, slugs=None) -> tuple[np.n
         gold = np.where(positive, 1, gold)
     model = voters.dawid_skene(voter, votes["cell"], votes["dope"].astype(float), gold,
                                len(names)) if len(names) else None
-    excluded = [v for v, r in enumerate(records) if r.at_chance()]
+    floor = quality.GoldFloor.of(records)
+    excluded = [v for v, r in enumerate(records) if floor.below(r)]
     by_origin, origin_rows = origin_report(votes, voter, on_gold, design, slugs) \
         if "origin" in votes else (np.zeros(len(voter), dtype=bool), [])
     keep = ~np.isin(voter, excluded) & ~by_origin
@@ -122,5 +125,5 @@ def voter_report(votes, design: Design, positive=None, slugs=None) -> tuple[np.n
     return keep, {"voters": len(names), "excluded": len(excluded),
                   "excluded_origins": len(origin_rows), "listed_origins": origin_rows,
                   "excluded_judgments": int((~keep).sum()), "listed": rows,
-                  "rule": f"excluded when P(gold contrast > {voters.J_MIN}) < 5%",
+                  "rule": floor.describe(), "gold_floor": round(floor.floor, 4),
                   "prevalence": round(model.prevalence, 4) if model else None}

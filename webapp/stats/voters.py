@@ -9,11 +9,12 @@ priors on every s_v and t_v (a voter with three votes is not judged perfect or
 hopeless) and a flat prior on p. A voter's leniency is 1 - t_v (dope on bad pairs),
 its reliability s_v + t_v - 1 (0: at chance, whatever it answers).
 
-Exclusion uses the gold alone, as evidence anyone can check: a voter's dope rate on
-the real variants' pairs minus its dope rate on the negative gold is its gold
-contrast J (a yes-sayer and a coin both have J = 0; an honest voter says dope far
-more often on real matches than on random ones). With Beta(1, 1) posteriors on both
-rates, a voter is excluded when P(J > J_MIN) < 5%: confidently at chance.
+Exclusion uses the gold, as evidence anyone can check: a voter's dope rate on the
+real variants' pairs minus its dope rate on the negative gold is its gold contrast J
+(a yes-sayer and a coin both have J = 0; an honest voter says dope far more often on
+real matches than on random ones), with Beta(1, 1) posteriors on both rates. Where the
+line lies is the crowd's to say (webapp.stats.quality): strict honest voters have low
+J too.
 """
 
 from __future__ import annotations
@@ -24,8 +25,6 @@ from dataclasses import dataclass
 import numpy as np
 
 PRIOR = 2.0  # Beta(PRIOR, PRIOR) on every sensitivity and specificity
-J_MIN = 0.2
-Z_EXCLUDE = 1.6448536269514722  # one-sided 95%
 MAX_ITERATIONS = 500
 TOLERANCE = 1e-8
 
@@ -114,11 +113,6 @@ class GoldRecord:
         gold, gold_var = self._rate(self.gold_dopes, self.gold_votes)
         return other - gold, math.sqrt(other_var + gold_var)
 
-    def at_chance(self) -> bool:
-        """True when P(J > J_MIN) < 5%."""
-        mean, sd = self.contrast()
-        return (mean - J_MIN) / sd < -Z_EXCLUDE
-
 
 def gold_records(voter: np.ndarray, y: np.ndarray, on_gold: np.ndarray,
                  voters: int) -> list[GoldRecord]:
@@ -134,25 +128,22 @@ def gold_records(voter: np.ndarray, y: np.ndarray, on_gold: np.ndarray,
         count(gold), count(gold, yf), count(~gold), count(~gold, yf), strict=True)]
 
 
-Z_TARGETING = 4.5  # per variant; many voters times seven variants stay below it by chance
-MIN_TARGETING_VOTES = 30
-
-
-def targeting(group: np.ndarray, cell: np.ndarray, y: np.ndarray, member: np.ndarray,
-              groups: int) -> tuple[np.ndarray, np.ndarray]:
-    """Return (the largest |z| per group, the variant column where it is) of a test
-    for voting that follows one variant rather than the pictures.
+def targeting_effects(group: np.ndarray, cell: np.ndarray, y: np.ndarray, member: np.ndarray,
+                      groups: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Return (effect, se, size): per group and variant, how much more the group approves
+    the variant's matches than everyone else does on the same pairs, relative to its
+    other judgments (webapp.stats.quality decides who "follows" a variant).
 
     Each judgment's residual is y minus the cell's approval among everyone else (the
-    group's own votes left out, Beta(1, 1) prior). A voter's leniency moves all its
-    residuals alike; an adversary pushing one variant has positive residuals on that
-    variant's cells and negative ones elsewhere. z for group g and variant v compares
-    g's mean residual on v's cells (`member`: judgments x variants, whether the cell
-    is the variant's) with g's mean residual overall. Groups with fewer than
-    MIN_TARGETING_VOTES judgments get 0."""
-    n = len(cell)
-    if n == 0:
-        return np.zeros(groups), np.zeros(groups, dtype=int)
+    group's own votes left out, Beta(1, 1) prior): leniency moves all of a group's
+    residuals alike. effect = mean residual on the variant's cells (`member`: judgments
+    x variants) minus mean residual on the others; its variance counts each residual's
+    theta (1 - theta) plus the leave-out estimate's own, theta (1 - theta) / (others + 2)."""
+    variants = member.shape[1]
+    effect, se = np.zeros((groups, variants)), np.zeros((groups, variants))
+    size = np.bincount(group, minlength=groups) if len(cell) else np.zeros(groups, dtype=int)
+    if len(cell) == 0:
+        return effect, se, size
     cells = int(cell.max()) + 1
     key = group.astype(np.int64) * cells + cell
     _, pair_index, per_pair = np.unique(key, return_inverse=True, return_counts=True)
@@ -161,17 +152,20 @@ def targeting(group: np.ndarray, cell: np.ndarray, y: np.ndarray, member: np.nda
     cell_dopes = np.bincount(cell, weights=y, minlength=cells)
     others = cell_judged[cell] - per_pair[pair_index]
     theta = (cell_dopes[cell] - pair_dopes[pair_index] + 1) / (others + 2)
-    resid, var = y - theta, theta * (1 - theta)
-    size = np.bincount(group, minlength=groups)
-    mean = np.bincount(group, weights=resid, minlength=groups) / np.maximum(size, 1)
-    best, where = np.zeros(groups), np.zeros(groups, dtype=int)
-    for v in range(member.shape[1]):
-        m = member[:, v].astype(float)
-        s = np.bincount(group, weights=resid * m, minlength=groups)
+    seen = others > 0  # a pair nobody else judged says nothing about following
+    resid = np.where(seen, y - theta, 0.0)
+    var = np.where(seen, theta * (1 - theta) * (1 + 1 / (others + 2)), 0.0)
+    size = np.bincount(group, weights=seen.astype(float), minlength=groups)
+    total_r = np.bincount(group, weights=resid, minlength=groups)
+    total_v = np.bincount(group, weights=var, minlength=groups)
+    for v in range(variants):
+        m = member[:, v].astype(float) * seen
         k = np.bincount(group, weights=m, minlength=groups)
+        s = np.bincount(group, weights=resid * m, minlength=groups)
         w = np.bincount(group, weights=var * m, minlength=groups)
-        z = np.where(w > 0, (s - mean * k) / np.sqrt(np.maximum(w, 1e-12)), 0.0)
-        z = np.where(size >= MIN_TARGETING_VOTES, np.abs(z), 0.0)
-        better = z > best
-        best, where = np.where(better, z, best), np.where(better, v, where)
-    return best, where
+        rest = size - k
+        both = (k > 0) & (rest > 0)
+        kk, rr = np.maximum(k, 1), np.maximum(rest, 1)
+        effect[:, v] = np.where(both, s / kk - (total_r - s) / rr, 0.0)
+        se[:, v] = np.where(both, np.sqrt(w / kk ** 2 + (total_v - w) / rr ** 2), 0.0)
+    return effect, se, size

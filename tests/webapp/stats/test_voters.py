@@ -5,11 +5,11 @@ import pytest
 from scipy.optimize import minimize
 from scipy.special import expit
 
-from webapp.stats import voters
+from webapp.stats import quality, voters
 
 
 def crowd(seed=0, n_cells=300, kinds=("honest",) * 20 + ("yes",) * 4 + ("coin",) * 4,
-          votes_each=150, gold_share=0.15):
+          votes_each=150, gold_share=0.15, sens=None, spec=None):
     """Voters judging cells with a known truth; a share of cells are negative gold."""
     rng = np.random.default_rng(seed)
     truth = (rng.random(n_cells) < 0.5).astype(int)
@@ -17,8 +17,8 @@ def crowd(seed=0, n_cells=300, kinds=("honest",) * 20 + ("yes",) * 4 + ("coin",)
     gold_cells = rng.random(n_cells) < gold_share
     truth[gold_cells] = 0
     gold[gold_cells] = 0
-    sens = {"honest": 0.85, "yes": 0.95, "coin": 0.5}
-    spec = {"honest": 0.8, "yes": 0.1, "coin": 0.5}
+    sens = sens or {"honest": 0.85, "yes": 0.95, "coin": 0.5}
+    spec = spec or {"honest": 0.8, "yes": 0.1, "coin": 0.5}
     voter, cell, y = [], [], []
     for v, kind in enumerate(kinds):
         for c in rng.choice(n_cells, size=votes_each, replace=False):
@@ -65,20 +65,37 @@ def test_dawid_skene_reaches_the_same_optimum_as_a_direct_maximisation():
     assert fit.prevalence == pytest.approx(float(expit(ref.x[-1])), abs=5e-3)
 
 
-def test_voters_at_chance_on_gold_are_excluded_and_honest_ones_kept():
-    voter, cell, y, gold, _, kinds = crowd(seed=2, votes_each=300)
+def test_voters_below_the_crowds_gold_floor_are_excluded_and_honest_ones_kept():
+    kinds = ("honest",) * 40 + ("yes",) * 6 + ("coin",) * 6
+    voter, cell, y, gold, _, kinds = crowd(seed=2, kinds=kinds, n_cells=900, votes_each=600)
     records = voters.gold_records(voter, y, gold[cell] == 0, len(kinds))
-    excluded = {v for v, r in enumerate(records) if r.at_chance()}
-    at_chance = {v for v, k in enumerate(kinds) if k != "honest"}
-    assert excluded <= at_chance  # no honest voter
-    assert len(excluded) >= 7  # of 8: one coin came out at J = 0.11 +- 0.08, not yet shown
+    floor = quality.GoldFloor.of(records)
+    assert floor.calibrated_on == len(kinds) and floor.floor > quality.FLOOR_MIN
+    excluded = {v for v, r in enumerate(records) if floor.below(r)}
+    assert excluded <= {v for v, k in enumerate(kinds) if k != "honest"}  # no honest voter
+    assert len(excluded) >= 7  # of 12 yes-sayers and coins (8 here: z > 2.58 asks a lot)
+
+
+def test_a_strict_honest_voter_is_not_excluded_a_yes_sayer_is():
+    """Honest voters range from lenient to strict; the strictest says dope on a third of
+    good pairs and on 5% of bad ones (J about 0.15, below the old fixed 0.2 line)."""
+    kinds = ("honest",) * 30 + ("strict",) * 3 + ("yes",) * 3
+    voter, cell, y, gold, _, kinds = crowd(
+        seed=4, kinds=kinds, n_cells=600, votes_each=400,
+        sens={"honest": 0.8, "strict": 0.33, "yes": 0.95},
+        spec={"honest": 0.8, "strict": 0.95, "yes": 0.1})
+    records = voters.gold_records(voter, y, gold[cell] == 0, len(kinds))
+    floor = quality.GoldFloor.of(records)
+    excluded = {kinds[v] for v, r in enumerate(records) if floor.below(r)}
+    assert excluded == {"yes"}
 
 
 def test_few_gold_votes_are_not_enough_to_exclude():
-    record = voters.GoldRecord(gold_votes=2, gold_dopes=2, other_votes=8, other_dopes=8)
-    assert not record.at_chance()  # a yes-sayer, maybe; not yet shown
+    floor = quality.GoldFloor(floor=0.2, median=0.4, spread=0.05, calibrated_on=100)
+    record = voters.GoldRecord(gold_votes=2, gold_dopes=2, other_votes=8, other_dopes=2)
+    assert not floor.below(record)  # the issue's ten votes: 2 of 2 on gold, 2 of 8 real
     record = voters.GoldRecord(gold_votes=40, gold_dopes=37, other_votes=260, other_dopes=240)
-    assert record.at_chance()
+    assert floor.below(record)
     mean, sd = record.contrast()
     assert abs(mean) < 0.05 and sd < 0.06
 
@@ -100,29 +117,43 @@ def test_positive_gold_pins_sensitivity():
     assert (fit.good[positive] == 1).all()
 
 
-def test_targeting_flags_a_voter_who_follows_one_variant_not_a_lenient_one():
-    """Cells belong to one of four variants; honest voters (some lenient, some strict)
-    follow the cells' approval; one group says dope exactly on variant 2's cells."""
-    rng = np.random.default_rng(5)
+def _groups_voting(follower, seed=5):
+    """Cells of four variants; 40 honest groups (each its own leniency and a taste that
+    likes or dislikes each variant a little) and one last group `follower(variant)`."""
+    rng = np.random.default_rng(seed)
     n_cells, groups = 400, 41
     variant = rng.integers(0, 4, n_cells)
-    theta = rng.uniform(0.2, 0.8, n_cells)
+    logit = rng.normal(0, 1, n_cells)
     member = np.eye(4, dtype=bool)[variant]
     g, c, y = [], [], []
     for k in range(groups):
-        shift = rng.normal(0, 1.0)  # leniency on the logit scale
-        for cell in rng.choice(n_cells, size=120, replace=False):
+        shift, taste = rng.normal(0, 1.0), rng.normal(0, 0.3, 4)
+        for cell in rng.choice(n_cells, size=150, replace=False):
             if k == groups - 1:
-                vote = int(variant[cell] == 2)
+                p = follower(variant[cell], logit[cell])
             else:
-                p = 1 / (1 + np.exp(-(np.log(theta[cell] / (1 - theta[cell])) + shift)))
-                vote = int(rng.random() < p)
+                p = 1 / (1 + np.exp(-(logit[cell] + shift + taste[variant[cell]])))
             g.append(k)
             c.append(cell)
-            y.append(vote)
+            y.append(int(rng.random() < p))
     g, c, y = np.array(g), np.array(c), np.array(y, dtype=float)
-    z, column = voters.targeting(g, c, y, member[c], groups)
-    assert z[-1] > voters.Z_TARGETING and column[-1] == 2
-    assert (z[:-1] < voters.Z_TARGETING).all()
-    few = voters.targeting(g[:10], c[:10], y[:10], member[c[:10]], groups)[0]
+    return g, c, y, member[c], groups
+
+
+def test_targeting_flags_a_group_that_follows_one_variant_not_a_lenient_one():
+    g, c, y, member, groups = _groups_voting(lambda v, logit: float(v == 2))
+    z, column = quality.follows(*voters.targeting_effects(g, c, y, member, groups))
+    assert z[-1] > quality.Z_TARGETING and column[-1] == 2
+    assert (z[:-1] < quality.Z_TARGETING).all()  # honest, tastes of their own included
+    few = quality.follows(*voters.targeting_effects(g[:10], c[:10], y[:10], member[:10],
+                                                    groups))[0]
     assert (few == 0).all()  # below MIN_TARGETING_VOTES nothing is judged
+
+
+def test_disliking_one_variant_is_not_following_it():
+    """One-sided: a group that says nope to every match of variant 1 (and judges the
+    rest honestly) approves no variant more than everyone else: not a follower."""
+    g, c, y, member, groups = _groups_voting(
+        lambda v, logit: 0.0 if v == 1 else 1 / (1 + np.exp(-logit)))
+    z, _ = quality.follows(*voters.targeting_effects(g, c, y, member, groups))
+    assert z[-1] < quality.Z_TARGETING
