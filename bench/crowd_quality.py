@@ -62,9 +62,9 @@ def figures(design, judgments, epoch_h) -> tuple[list[float], list[float], int]:
              "origin": judgments["origin"],
              "probability": judgments["probability"].astype(float),
              "id": np.arange(len(cells)), "epoch": judgments["epoch"].astype(int)}
-    keep, report = voter_report(votes, design)
+    omega, report = voter_report(votes, design)
     weights = estimates.Weights(design)
-    ledger = ledger_of(weights, votes, keep, dict(enumerate(epoch_h)))
+    ledger = ledger_of(weights, votes, omega > 0, dict(enumerate(epoch_h)), omega)
     st = standings.standing(design, ledger, weights=weights, seed=len(cells))
     return raw, st.estimate, report["excluded"] + report["excluded_origins"]
 

@@ -55,13 +55,15 @@ class VoterSums:
         self._moments = None
 
     def add_many(self, voters: np.ndarray, cell: np.ndarray, dope: np.ndarray,
-                 probability: np.ndarray, h: np.ndarray) -> None:
-        """Count judgments given as arrays, all drawn with the epoch weights h."""
+                 probability: np.ndarray, h: np.ndarray, weight: np.ndarray | None = None) -> None:
+        """Count judgments given as arrays, all drawn with the epoch weights h, each
+        weighted by its voter's omega (1 when None)."""
         if not len(cell):
             return
         rows, local = np.unique(self._rows(voters.tolist()), return_inverse=True)
-        inv = 1.0 / probability
-        count = np.bincount(local, minlength=len(rows))
+        omega = np.ones(len(cell)) if weight is None else np.asarray(weight, float)
+        inv = omega / probability
+        count = np.bincount(local, weights=omega, minlength=len(rows))
         for k in range(len(self.matrix)):  # the voters of this batch only: cost ~ batch
             hw = h[k] * self.matrix[k, cell] * inv
             self.p[rows, k] += np.bincount(local, weights=hw, minlength=len(rows))

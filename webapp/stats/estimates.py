@@ -32,8 +32,11 @@ BASELINE = None  # the control variate's constant (mean_and_sd); None: the dope 
 
 @dataclass
 class Tally:
-    """Per-cell sums of the judgments: n judgments in all; per cell the judgments, the
-    dopes, and the sums of 1/pi and 1/pi^2 over the dopes and over all judgments."""
+    """Per-cell sums of the judgments, each judgment weighted by its voter's weight omega
+    (webapp.stats.quality; 1 unless the voter is down-weighted): n judgments in all and
+    mass = sum omega, mass2 = sum omega^2; per cell the judgments and dopes (counts), and
+    the sums of omega/pi and omega^2/pi (inv, inv2), omega^2/pi^2 (inv_sq), each also
+    over the dopes only (dope_inv, dope_inv2, dope_inv_sq)."""
 
     n: int
     judged: np.ndarray
@@ -42,40 +45,62 @@ class Tally:
     dope_inv_sq: np.ndarray
     inv: np.ndarray
     inv_sq: np.ndarray
+    mass: float = 0.0
+    mass2: float = 0.0
+    dope_inv2: np.ndarray | None = None
+    inv2: np.ndarray | None = None
+
+    ARRAYS = ("judged", "dopes", "dope_inv", "dope_inv_sq", "inv", "inv_sq", "dope_inv2",
+              "inv2")
 
     @classmethod
     def empty(cls, cells: int) -> Tally:
-        return cls(0, *(np.zeros(cells) for _ in range(6)))
+        t = cls(0, *(np.zeros(cells) for _ in range(6)))
+        t.dope_inv2, t.inv2 = np.zeros(cells), np.zeros(cells)
+        return t
 
     def plus(self, other: Tally) -> Tally:
-        return Tally(self.n + other.n, self.judged + other.judged, self.dopes + other.dopes,
-                     self.dope_inv + other.dope_inv, self.dope_inv_sq + other.dope_inv_sq,
-                     self.inv + other.inv, self.inv_sq + other.inv_sq)
+        out = Tally.empty(len(self.judged))
+        out.n, out.mass, out.mass2 = (self.n + other.n, self.mass + other.mass,
+                                      self.mass2 + other.mass2)
+        for name in self.ARRAYS:
+            setattr(out, name, getattr(self, name) + getattr(other, name))
+        return out
 
     def add(self, cell: int, dope: bool, probability: float) -> None:
-        """Count one judgment (the offline simulations add votes one at a time)."""
+        """Count one judgment of weight 1 (the offline simulations add votes one at a time)."""
         inv = 1.0 / probability
         self.n += 1
+        self.mass += 1.0
+        self.mass2 += 1.0
         self.judged[cell] += 1
         self.inv[cell] += inv
+        self.inv2[cell] += inv
         self.inv_sq[cell] += inv * inv
         if dope:
             self.dopes[cell] += 1
             self.dope_inv[cell] += inv
+            self.dope_inv2[cell] += inv
             self.dope_inv_sq[cell] += inv * inv
 
 
-def tally(cells: int, cell: np.ndarray, dope: np.ndarray, probability: np.ndarray) -> Tally:
-    """Return the tally of judgments given as arrays (cell index, dope 0/1, pi)."""
+def tally(cells: int, cell: np.ndarray, dope: np.ndarray, probability: np.ndarray,
+          weight: np.ndarray | None = None) -> Tally:
+    """Return the tally of judgments given as arrays (cell index, dope 0/1, pi, and the
+    voters' weights omega: 1 when None)."""
     inv = 1.0 / probability
     dope = dope.astype(float)
+    omega = np.ones(len(cell)) if weight is None else np.asarray(weight, float)
 
     def per_cell(values):
         return np.bincount(cell, weights=values, minlength=cells)
 
-    return Tally(len(cell), np.bincount(cell, minlength=cells).astype(float),
-                 per_cell(dope), per_cell(dope * inv), per_cell(dope * inv * inv),
-                 per_cell(inv), per_cell(inv * inv))
+    t = Tally(len(cell), np.bincount(cell, minlength=cells).astype(float), per_cell(dope),
+              per_cell(omega * dope * inv), per_cell(omega ** 2 * dope * inv * inv),
+              per_cell(omega * inv), per_cell(omega ** 2 * inv * inv),
+              float(omega.sum()), float((omega ** 2).sum()))
+    t.dope_inv2, t.inv2 = per_cell(omega ** 2 * dope * inv), per_cell(omega ** 2 * inv)
+    return t
 
 
 def variant_weights(design: Design) -> np.ndarray:
@@ -143,14 +168,13 @@ class Sums:
 
     def add(self, w: np.ndarray, t: Tally, h: float = 1.0) -> None:
         """Fold in a tally of judgments drawn while the weight was h."""
-        a, p = float(w @ t.dope_inv), float(w @ t.inv)
         w2 = w * w
-        self.H1 += h * t.n
-        self.H2 += h * h * t.n
-        self.A1 += h * a
-        self.P1 += h * p
-        self.A2 += h * h * a
-        self.P2 += h * h * p
+        self.H1 += h * t.mass
+        self.H2 += h * h * t.mass2
+        self.A1 += h * float(w @ t.dope_inv)
+        self.P1 += h * float(w @ t.inv)
+        self.A2 += h * h * float(w @ t.dope_inv2)
+        self.P2 += h * h * float(w @ t.inv2)
         self.B += h * h * float(w2 @ t.dope_inv_sq)
         self.Q += h * h * float(w2 @ t.inv_sq)
 
@@ -248,12 +272,14 @@ class Ledger:
             self._clusters().add(voter, cell, dope, probability, self._h_vector())
 
     def add_many(self, cell: np.ndarray, dope: np.ndarray, probability: np.ndarray,
-                 voters: np.ndarray | None = None) -> None:
-        """Add judgments given as arrays to the open epoch (and their voters)."""
-        more = tally(len(self.weights.design.cells), cell, dope, probability)
+                 voters: np.ndarray | None = None, weight: np.ndarray | None = None) -> None:
+        """Add judgments given as arrays to the open epoch (their voters, and the voters'
+        weights omega: 1 when None)."""
+        more = tally(len(self.weights.design.cells), cell, dope, probability, weight)
         self.total, self.epoch = self.total.plus(more), self.epoch.plus(more)
         if voters is not None:
-            self._clusters().add_many(voters, cell, dope, probability, self._h_vector())
+            self._clusters().add_many(voters, cell, dope, probability, self._h_vector(),
+                                      weight)
 
     def _clusters(self) -> VoterSums:
         if self.clusters is None:

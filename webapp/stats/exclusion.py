@@ -101,8 +101,10 @@ def most_active(indices: list[int], records: list) -> list[int]:
 
 
 def voter_report(votes, design: Design, positive=None, slugs=None) -> tuple[np.ndarray, dict]:
-    """Fit the voter model; return (mask of judgments kept, report for the team view).
-    `positive`: per cell, positive gold (None: none); `slugs`: variant names."""
+    """Fit the voter model; return (each judgment's weight, report for the team view): 0
+    for excluded voters and origins, webapp.stats.quality's omega for voters below the
+    crowd's floor without strong evidence, else 1. `positive`: per cell, positive gold
+    (None: none); `slugs`: variant names."""
     names, voter = _groups(votes["voter"])
     negative = negative_gold(design)
     on_gold = negative[votes["cell"]]
@@ -117,12 +119,16 @@ def voter_report(votes, design: Design, positive=None, slugs=None) -> tuple[np.n
     by_origin, origin_rows = origin_report(votes, voter, on_gold, design, slugs) \
         if "origin" in votes else (np.zeros(len(voter), dtype=bool), [])
     keep = ~np.isin(voter, excluded) & ~by_origin
+    omega = np.array([floor.weight(r) for r in records]) if records else np.ones(0)
+    weight = np.where(keep, omega[voter] if len(voter) else 1.0, 0.0)
     rows = [{"voter": hashlib.sha256(str(names[v]).encode()).hexdigest()[:12],
              **gold_row(records[v]),
              "sensitivity": round(float(model.sensitivity[v]), 3),
              "specificity": round(float(model.specificity[v]), 3)}
             for v in most_active(excluded, records)]
-    return keep, {"voters": len(names), "excluded": len(excluded),
+    return weight, {"voters": len(names), "excluded": len(excluded),
+                    "down_weighted": int(((omega < 1) & ~np.isin(np.arange(len(names)),
+                                                                  excluded)).sum()),
                   "excluded_origins": len(origin_rows), "listed_origins": origin_rows,
                   "excluded_judgments": int((~keep).sum()), "listed": rows,
                   "rule": floor.describe(), "gold_floor": round(floor.floor, 4),

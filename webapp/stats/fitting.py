@@ -63,17 +63,18 @@ def parse_epoch_weights(stored: dict[int, str], design: Design) -> dict[int, dic
 
 
 def ledger_of(weights: estimates.Weights, votes: dict, mask: np.ndarray,
-              epoch_h: dict[int, dict]) -> estimates.Ledger:
+              epoch_h: dict[int, dict], omega: np.ndarray | None = None) -> estimates.Ledger:
     """Return the judgments under mask as a Ledger: one epoch per fit that drew them,
     in order, each with the weights that fit stored before its votes were drawn (a
-    fit no longer stored, or votes before any fit: every weight 1), and their voters."""
+    fit no longer stored, or votes before any fit: every weight 1), their voters and the
+    voters' weights omega (None: 1)."""
     ledger = estimates.Ledger(weights)
     people = voter_numbers(votes)
     for epoch in np.unique(votes["epoch"][mask]):
         ledger.start_epoch(epoch_h.get(int(epoch), {}))
         part = mask & (votes["epoch"] == epoch)
         ledger.add_many(votes["cell"][part], votes["dope"][part], votes["probability"][part],
-                        people[part])
+                        people[part], None if omega is None else omega[part])
     return ledger
 
 
@@ -103,13 +104,14 @@ def fit_body(design: Design, slugs: list[str], votes: dict, *, positive: np.ndar
     the epoch weights of the allocation it starts. `positive`: per cell, positive gold;
     `epoch_h`: the weights each epoch's fit stored; `shares`: the app's rule shares."""
     weighted = ~np.isnan(votes["probability"])
-    keep, report = voter_report(votes, design, positive, slugs)
+    weight, report = voter_report(votes, design, positive, slugs)
     weights = estimates.Weights(design)
     out = {"judgments": int(len(votes["id"])), "legacy_judgments": int((~weighted).sum()),
            "alpha": standings.ALPHA, "epsilon": standings.EPSILON, "voters": report}
     focus = None
-    for name, mask in (("raw", weighted), ("corrected", weighted & keep)):
-        ledger = ledger_of(weights, votes, mask, epoch_h)
+    for name, mask, omega in (("raw", weighted, None), ("corrected", weighted & (weight > 0),
+                                                         weight)):
+        ledger = ledger_of(weights, votes, mask, epoch_h, omega)
         st = standings.standing(design, ledger, weights=weights, seed=ledger.total.n)
         out[name] = {"judgments": ledger.total.n, **standing_json(st, slugs),
                      "reference": reference_json(design, ledger.total, weights, slugs)}

@@ -12,8 +12,10 @@ each voter's own sampling noise taken out:
   J between voters, at least SPREAD_MIN), never below FLOOR_MIN (nor above it before
   MIN_CALIBRATION_VOTERS voters have 20 votes each); a voter is excluded when its J is
   below that floor with z > Z_GOLD (one-sided 0.5%) and it has MIN_GOLD_VOTES votes on
-  gold. An origin shared by several voters is held to chance (FLOOR_MIN) only: honest
-  people behind one address with a script among them are not all dropped;
+  gold. Below the floor without that evidence, its judgments count with weight
+  2 P(J > floor) (down-weighted, not dropped). An origin shared by several voters is
+  held to chance (FLOOR_MIN) only: honest people behind one address with a script
+  among them are not all dropped;
 - **targeting** (one-sided): for each group and variant, d = how much more the group
   approves that variant's matches than everyone else does on the same pairs, relative
   to its other judgments (webapp.stats.voters.targeting_effects, with the leave-out
@@ -28,6 +30,7 @@ votes: on how far it is from the crowd, not on how many it is.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -89,6 +92,14 @@ class GoldFloor:
             return False
         mean, sd = record.contrast()
         return (self.floor - mean) / sd > Z_GOLD
+
+    def weight(self, record) -> float:
+        """A kept voter's weight omega: 1 when its J is more likely above the floor than
+        below, else 2 P(J > floor): weak evidence of being worse than the crowd lowers
+        its say without dropping it (below() drops it once the evidence is strong)."""
+        mean, sd = record.contrast()
+        above = 0.5 * math.erfc((self.floor - mean) / (sd * math.sqrt(2)))
+        return min(1.0, 2.0 * above)
 
     def describe(self) -> str:
         return (f"excluded when the gold contrast is below the crowd's honest floor "

@@ -125,3 +125,25 @@ def test_the_clustered_sequence_covers_a_crowd_whose_voters_differ():
                            for s in range(150)])
     assert clustered <= standings.ALPHA + 0.03
     assert independent > clustered
+
+
+def test_a_down_weighted_voters_judgments_count_by_their_weight():
+    """The weighted tally's mean is sum(omega Z) / sum(omega), its variance the same sums
+    of omega^2; omega = 1 is the plain tally."""
+    rng = np.random.default_rng(9)
+    cells, n = 10, 300
+    w = rng.normal(0, 1, cells)
+    cell, dope = rng.integers(0, cells, n), rng.random(n) < 0.5
+    probability = rng.uniform(0.05, 0.2, n)
+    omega = np.where(np.arange(n) % 3 == 0, 0.4, 1.0)
+    b = 0.5
+    z = (dope - b) * w[cell] / probability + b * w.sum()
+    sums = estimates.Sums()
+    sums.add(w, estimates.tally(cells, cell, dope, probability, omega))
+    mean, v = estimates.weighted_mean(sums, b, float(w.sum()))
+    assert mean == pytest.approx(float((omega * z).sum() / omega.sum()), rel=1e-10)
+    assert v == pytest.approx(float((omega ** 2 * (z - mean) ** 2).sum()), rel=1e-9)
+    plain, ones = estimates.Sums(), estimates.Sums()
+    plain.add(w, estimates.tally(cells, cell, dope, probability))
+    ones.add(w, estimates.tally(cells, cell, dope, probability, np.ones(n)))
+    assert plain.values() == pytest.approx(ones.values())

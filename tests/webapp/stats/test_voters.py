@@ -90,6 +90,14 @@ def test_a_strict_honest_voter_is_not_excluded_a_yes_sayer_is():
     assert excluded == {"yes"}
 
 
+def test_weak_evidence_down_weights_instead_of_dropping():
+    floor = quality.GoldFloor(floor=0.2, median=0.4, spread=0.05, calibrated_on=100)
+    yes_ish = voters.GoldRecord(gold_votes=8, gold_dopes=8, other_votes=40, other_dopes=36)
+    assert not floor.below(yes_ish) and 0 < floor.weight(yes_ish) < 0.5
+    honest = voters.GoldRecord(gold_votes=6, gold_dopes=0, other_votes=30, other_dopes=15)
+    assert floor.weight(honest) == 1.0
+
+
 def test_few_gold_votes_are_not_enough_to_exclude():
     floor = quality.GoldFloor(floor=0.2, median=0.4, spread=0.05, calibrated_on=100)
     record = voters.GoldRecord(gold_votes=2, gold_dopes=2, other_votes=8, other_dopes=2)
