@@ -128,6 +128,25 @@ def gold_records(voter: np.ndarray, y: np.ndarray, on_gold: np.ndarray,
         count(gold), count(gold, yf), count(~gold), count(~gold, yf), strict=True)]
 
 
+def leave_out_residuals(group: np.ndarray, cell: np.ndarray,
+                        y: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Return each judgment's residual y - theta, theta the cell's approval among everyone
+    but the judgment's group (Beta(1, 1) prior); its variance theta (1 - theta) plus the
+    leave-out estimate's own; and whether anyone else judged the cell (else both 0)."""
+    cells = int(cell.max()) + 1
+    key = group.astype(np.int64) * cells + cell
+    _, pair_index, per_pair = np.unique(key, return_inverse=True, return_counts=True)
+    pair_dopes = np.bincount(pair_index, weights=y)
+    cell_judged = np.bincount(cell, minlength=cells)
+    cell_dopes = np.bincount(cell, weights=y, minlength=cells)
+    others = cell_judged[cell] - per_pair[pair_index]
+    theta = (cell_dopes[cell] - pair_dopes[pair_index] + 1) / (others + 2)
+    seen = others > 0  # a pair nobody else judged says nothing about following
+    resid = np.where(seen, y - theta, 0.0)
+    var = np.where(seen, theta * (1 - theta) * (1 + 1 / (others + 2)), 0.0)
+    return resid, var, seen
+
+
 def targeting_effects(group: np.ndarray, cell: np.ndarray, y: np.ndarray, member: np.ndarray,
                       groups: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Return (effect, se, size): per group and variant, how much more the group approves
@@ -144,17 +163,7 @@ def targeting_effects(group: np.ndarray, cell: np.ndarray, y: np.ndarray, member
     size = np.bincount(group, minlength=groups) if len(cell) else np.zeros(groups, dtype=int)
     if len(cell) == 0:
         return effect, se, size
-    cells = int(cell.max()) + 1
-    key = group.astype(np.int64) * cells + cell
-    _, pair_index, per_pair = np.unique(key, return_inverse=True, return_counts=True)
-    pair_dopes = np.bincount(pair_index, weights=y)
-    cell_judged = np.bincount(cell, minlength=cells)
-    cell_dopes = np.bincount(cell, weights=y, minlength=cells)
-    others = cell_judged[cell] - per_pair[pair_index]
-    theta = (cell_dopes[cell] - pair_dopes[pair_index] + 1) / (others + 2)
-    seen = others > 0  # a pair nobody else judged says nothing about following
-    resid = np.where(seen, y - theta, 0.0)
-    var = np.where(seen, theta * (1 - theta) * (1 + 1 / (others + 2)), 0.0)
+    resid, var, seen = leave_out_residuals(group, cell, y)
     size = np.bincount(group, weights=seen.astype(float), minlength=groups)
     total_r = np.bincount(group, weights=resid, minlength=groups)
     total_v = np.bincount(group, weights=var, minlength=groups)
