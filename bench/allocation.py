@@ -72,8 +72,11 @@ class Played:
 
 
 def play(build, taste_name, mix, adaptive_share, seed, max_votes, check, *, stop=True,
-         control_share=0.1, epochs=True) -> Played:
-    """Play a campaign as the web app allocates and fits; stop when settled (if `stop`)."""
+         control_share=0.1, epochs=True, cluster=True, alphas=None, on_fit=None) -> Played:
+    """Play a campaign as the web app allocates and fits; stop when settled (if `stop`).
+    `cluster`: the variance clustered by voter (else every judgment independent, as
+    before); `alphas`: standings.Alphas (default: the board's); `on_fit(standing, votes,
+    log, epoch_h)` is called after every fit (log: the judgments so far, as lists)."""
     judged, population, design = judged_for(build, taste_name, mix)
     rng = random.Random(seed)
     params = population.params
@@ -119,7 +122,8 @@ def play(build, taste_name, mix, adaptive_share, seed, max_votes, check, *, stop
             voter.cast += 1
             cast += 1
             if verdict != "skip":
-                ledger.add(cell, verdict == "dope", alloc.probability[cell], voter.ident)
+                ledger.add(cell, verdict == "dope", alloc.probability[cell],
+                           voter.ident if cluster else None)
                 for key, value in (("cell", cell), ("voter", voter.ident),
                                    ("dope", int(verdict == "dope")),
                                    ("probability", alloc.probability[cell]),
@@ -130,7 +134,9 @@ def play(build, taste_name, mix, adaptive_share, seed, max_votes, check, *, stop
                     log[key].append(value)
             if cast % check == 0:
                 st = standings.standing(design, ledger if epochs else ledger.total,
-                                        weights=weights, seed=cast)
+                                        weights=weights, seed=cast, alphas=alphas)
+                if on_fit is not None:
+                    on_fit(st, cast, log, epoch_h)
                 if stop and st.settled:
                     settled = st
                     break

@@ -18,11 +18,19 @@ Per voter and vector we keep a_u = sum h y w/pi, p_u = sum h w/pi and n_u = sum 
 sum_{t of u} h_t (Z_t - mean) = s (a_u - b p_u) + c n_u, with s = +-1 (the vector or its
 negation) and c = b * total - mean, and V is a quadratic form in (1, b, c) of six sums over
 voters (kept lazily: votes come one at a time in the simulations, by the million in a fit).
+
+A clustered variance is only as good as the number of voters behind it: while a few
+people cast most of the votes, one or two of them decide it. So no interval is given
+(it is infinite) until the judgments' effective number of voters, (sum n_u)^2 / sum
+n_u^2 over their judgment counts, reaches MIN_EFFECTIVE_VOTERS; and the clustered
+variance never goes below the independent one (webapp.stats.estimates.sums_interval).
 """
 
 from __future__ import annotations
 
 import numpy as np
+
+MIN_EFFECTIVE_VOTERS = 20
 
 
 class VoterSums:
@@ -34,6 +42,7 @@ class VoterSums:
         self.a = np.zeros((16, len(matrix)))
         self.p = np.zeros_like(self.a)
         self.n = np.zeros_like(self.a)
+        self.count = np.zeros(len(self.a))
         self._moments: np.ndarray | None = None
 
     def _rows(self, voters) -> np.ndarray:
@@ -42,6 +51,7 @@ class VoterSums:
             grow = max(len(self.index), 2 * len(self.a)) - len(self.a)
             self.a, self.p, self.n = (np.vstack([x, np.zeros((grow, x.shape[1]))])
                                       for x in (self.a, self.p, self.n))
+            self.count = np.concatenate([self.count, np.zeros(grow)])
         return rows
 
     def add(self, voter, cell: int, dope: bool, probability: float, h: np.ndarray) -> None:
@@ -52,6 +62,7 @@ class VoterSums:
         if dope:
             self.a[row] += hw
         self.n[row] += h
+        self.count[row] += 1
         self._moments = None
 
     def add_many(self, voters: np.ndarray, cell: np.ndarray, dope: np.ndarray,
@@ -64,6 +75,7 @@ class VoterSums:
         omega = np.ones(len(cell)) if weight is None else np.asarray(weight, float)
         inv = omega / probability
         count = np.bincount(local, weights=omega, minlength=len(rows))
+        self.count[rows] += np.bincount(local, minlength=len(rows))
         for k in range(len(self.matrix)):  # the voters of this batch only: cost ~ batch
             hw = h[k] * self.matrix[k, cell] * inv
             self.p[rows, k] += np.bincount(local, weights=hw, minlength=len(rows))
@@ -80,7 +92,10 @@ class VoterSums:
         return self._moments
 
     def variance(self, k: int, sign: float, b: float, mean: float, total: float) -> float:
-        """V for vector k (sign -1: its negation) with baseline b, at `mean`."""
+        """V for vector k (sign -1: its negation) with baseline b, at `mean`; infinite
+        below MIN_EFFECTIVE_VOTERS effective voters."""
+        if self.effective_voters() < MIN_EFFECTIVE_VOTERS:
+            return float("inf")
         aa, pp, nn, ap, an, pn = self.moments()[:, k]
         c = b * total - mean
         v = aa + b * b * pp - 2 * b * ap + c * c * nn + 2 * sign * c * (an - b * pn)
@@ -89,3 +104,8 @@ class VoterSums:
     @property
     def voters(self) -> int:
         return len(self.index)
+
+    def effective_voters(self) -> float:
+        """(sum n_u)^2 / sum n_u^2: how many equally active voters the judgments are worth."""
+        squares = float((self.count ** 2).sum())
+        return float(self.count.sum()) ** 2 / squares if squares else 0.0

@@ -215,7 +215,7 @@ def sums_interval(sums: Sums, b: float, total: float, alpha: float,
     if not sums.H1 > 0:
         return mean, -np.inf, np.inf
     if variance is not None:
-        v = variance(mean)
+        v = max(v, variance(mean))  # clustered, never below the independent
     half = confseq.weighted_radius(v, sums.H1, sums.H2, alpha)
     return mean, mean - half, mean + half
 
@@ -227,7 +227,7 @@ def sums_lower(sums: Sums, b: float, total: float, alpha: float,
     if not sums.H1 > 0:
         return -np.inf
     if variance is not None:
-        v = variance(mean)
+        v = max(v, variance(mean))
     return mean - confseq.one_sided_radius(v, sums.H1, sums.H2, alpha)
 
 

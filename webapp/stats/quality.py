@@ -96,7 +96,10 @@ class GoldFloor:
     def weight(self, record) -> float:
         """A kept voter's weight omega: 1 when its J is more likely above the floor than
         below, else 2 P(J > floor): weak evidence of being worse than the crowd lowers
-        its say without dropping it (below() drops it once the evidence is strong)."""
+        its say without dropping it (below() drops it once the evidence is strong).
+        Fewer than MIN_GOLD_VOTES gold votes are no evidence: weight 1."""
+        if record.gold_votes < MIN_GOLD_VOTES:
+            return 1.0
         mean, sd = record.contrast()
         above = 0.5 * math.erfc((self.floor - mean) / (sd * math.sqrt(2)))
         return min(1.0, 2.0 * above)

@@ -176,9 +176,17 @@ class Alphas:
         pairs = max(k * (k - 1) // 2, 1)
         return cls(alpha / (2 * k), alpha / (2 * pairs), alpha / max(k - 1, 1))
 
+    @classmethod
+    def per_family(cls, alpha: float, k: int) -> Alphas:
+        """The split before joint coverage (alpha / K per variant, alpha / (K - 1) per
+        margin): each family held alone. Kept for bench/coverage.py's comparison."""
+        k = max(k, 1)
+        return cls(alpha / k, alpha / max(k - 1, 1), alpha / max(k - 1, 1))
+
 
 def standing(design: Design, source, *, alpha: float = ALPHA, epsilon: float = EPSILON,
-             seed: int = 0, weights: Weights | None = None) -> Standing:
+             seed: int = 0, weights: Weights | None = None,
+             alphas: Alphas | None = None) -> Standing:
     """Return every real variant's estimate, simultaneous interval and rank range, its
     probability of being best, and whether the best is settled (epsilon-best), from a
     Tally or a Ledger.
@@ -191,7 +199,7 @@ def standing(design: Design, source, *, alpha: float = ALPHA, epsilon: float = E
     weights = weights or (source.weights if isinstance(source, Ledger) else Weights(design))
     t = _tally(source)
     k = max(len(real), 1)
-    alphas = Alphas.of(alpha, k)
+    alphas = alphas or Alphas.of(alpha, k)
     rows = [vector_interval(source, weights, ("v", i), alphas.variant) for i in real]
     estimate = [r[0] for r in rows]
     low, high = [r[1] for r in rows], [r[2] for r in rows]
