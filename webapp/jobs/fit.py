@@ -82,6 +82,16 @@ def load_epoch_weights(epochs, design: Design) -> dict[int, dict[tuple, float]]:
     return parse_epoch_weights(stored, design)
 
 
+def query_categories(design: Design) -> dict[str, set[int]]:
+    """Return each catalog category's query images (the real variants' queries)."""
+    queries = {q for i in design.real() for q in design.by_variant[i]}
+    out: dict[str, set[int]] = {}
+    for image_id, category in db.session.execute(sa.select(Image.id, Image.category)):
+        if image_id in queries:
+            out.setdefault(category, set()).add(image_id)
+    return out
+
+
 def run_fit() -> FitResult:
     """Fit everything from the votes now in the database; store and return the result."""
     started = time.perf_counter()
@@ -93,7 +103,8 @@ def run_fit() -> FitResult:
         design, slugs, votes, positive=positive_gold(design, item_ids()),
         epoch_h=load_epoch_weights(votes["epoch"], design),
         shares={"control_share": config["DOPE_CONTROL_SHARE"],
-                "adaptive_share": config["DOPE_ADAPTIVE_SHARE"]})
+                "adaptive_share": config["DOPE_ADAPTIVE_SHARE"]},
+        categories=query_categories(design))
     body["seconds"] = round(time.perf_counter() - started, 3)
     row = FitResult(last_vote_id=last, body=json.dumps(body, separators=(",", ":")),
                     epoch_weights=json.dumps(epoch_weights, separators=(",", ":")))

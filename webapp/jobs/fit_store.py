@@ -60,6 +60,17 @@ class StoredFit:
     def settled(self) -> bool:
         return bool(self.corrected.get("settled"))
 
+    @property
+    def categories(self) -> list[str]:
+        """The catalog categories the fit has a board for."""
+        return sorted(self.body.get("categories", {}))
+
+    def for_category(self, category: str) -> StoredFit:
+        """The same fit with one category's figures as its corrected ones (KeyError if
+        the fit has no board for it)."""
+        body = dict(self.body, corrected=self.body.get("categories", {})[category])
+        return StoredFit(self.id, self.created_at, self.last_vote_id, body)
+
     def figures(self, slug: str, control: bool, part: str = "corrected") -> dict | None:
         """Return a variant's stored figures (the control's reference row), or None."""
         return self.body.get(part, {}).get("reference" if control else "variants", {}).get(slug)

@@ -27,11 +27,15 @@ def _corrected(fit: StoredFit, slug: str, control: bool) -> dict:
             "p_best": got.get("p_best")}
 
 
-def variant_row(v, fit: StoredFit) -> dict:
-    """Return one variant's leaderboard row: pooled raw counts and corrected figures."""
-    votes = v.judged_dope + v.judged_nope
-    row = {"slug": v.slug, "name": v.name, "votes": votes, "approvals": v.judged_dope,
-           "skips": v.judged_skip, "rate": v.judged_dope / votes if votes else None,
+def variant_row(v, fit: StoredFit, counts: dict | None = None) -> dict:
+    """Return one variant's leaderboard row: pooled raw counts (the live ones, or a
+    category's from the fit) and corrected figures."""
+    votes, dopes = v.judged_dope + v.judged_nope, v.judged_dope
+    if counts is not None:
+        got = counts.get(v.slug, {})
+        votes, dopes = got.get("judgments", 0), got.get("dopes", 0)
+    row = {"slug": v.slug, "name": v.name, "votes": votes, "approvals": dopes,
+           "skips": v.judged_skip, "rate": dopes / votes if votes else None,
            "served": v.dope_count + v.nope_count, "offline_accuracy": v.offline_accuracy,
            "control": bool(v.control), "parent": v.parent_slug, "round": v.round}
     row.update(_corrected(fit, v.slug, bool(v.control)))
@@ -54,14 +58,20 @@ def fit_summary(fit: StoredFit, last_vote: int) -> dict:
             "excluded_voters": fit.voters["excluded"]}
 
 
-def leaderboard(fit: StoredFit, last_vote: int) -> dict:
+def leaderboard(fit: StoredFit, last_vote: int, category: str | None = None) -> dict:
     """Return every variant's row, ranked, with the stopping rule's verdict; `last_vote`
-    is the newest vote's id."""
+    is the newest vote's id; `category`: that category's board (its queries only; the
+    counts are the fit's, as of the fit). KeyError for a category the fit lacks."""
+    categories = fit.categories
+    counts = None
+    if category is not None:
+        fit = fit.for_category(category)
+        counts = fit.corrected.get("counts", {})
     variants = db.session.execute(sa.select(
         Variant.slug, Variant.name, Variant.dope_count, Variant.nope_count, Variant.skip_count,
         Variant.judged_dope, Variant.judged_nope, Variant.judged_skip,
         Variant.offline_accuracy, Variant.control, Variant.parent_slug, Variant.round)).all()
-    rows = sorted((variant_row(v, fit) for v in variants), key=_sort_key)
+    rows = sorted((variant_row(v, fit, counts) for v in variants), key=_sort_key)
     real = [r for r in rows if not r["control"]]
     for r in real:
         if r["rank_low"] is None:  # not in the fit yet: any place
@@ -80,11 +90,14 @@ def leaderboard(fit: StoredFit, last_vote: int) -> dict:
                        ("open" if corrected.get("judgments") else "no_data"),
                        "leader": leader, "margins": corrected.get("margins", {})},
         "fit": fit_summary(fit, last_vote),
+        "category": category,
+        "categories": categories,
     }
 
 
-def current_board() -> tuple[dict, StoredFit]:
-    """Return the board and the fit it shows; start a background fit when one is due."""
+def current_board(category: str | None = None) -> tuple[dict, StoredFit]:
+    """Return the board (of one category, or of all) and the fit it shows; start a
+    background fit when one is due. KeyError for a category the fit has no board for."""
     fit, last_vote = latest_fit(), newest_vote_id()
     maybe_refit(fit, last_vote)
-    return leaderboard(fit, last_vote), fit
+    return leaderboard(fit, last_vote, category), fit

@@ -40,6 +40,13 @@ class Design:
         a, b = self.by_variant[i], self.by_variant[j]
         return sorted(q for q in a.keys() & b.keys() if a[q] != b[q])
 
+    def restricted(self, queries: set[int]) -> Design:
+        """Return the design over these queries only: the same variants and cells (so
+        probabilities and judgments keep their indices), each variant's map cut down."""
+        return Design(self.variant_ids, self.kinds, self.cells, self.cell_index,
+                      [{q: c for q, c in m.items() if q in queries} for m in self.by_variant],
+                      self.pair_ids)
+
     def shared(self, i: int, j: int) -> int:
         """Return how many queries both variants answer."""
         return len(self.by_variant[i].keys() & self.by_variant[j].keys())

@@ -98,11 +98,34 @@ def next_epoch_weights(design: Design, weights: estimates.Weights, focus,
     return {weight_key(design, k): round(v, 6) for k, v in h.items()}
 
 
+def category_json(design: Design, slugs: list[str], votes: dict, mask: np.ndarray,
+                  omega: np.ndarray, epoch_h: dict[int, dict], queries: set[int]) -> dict:
+    """Return one category's corrected figures: the same estimates, intervals and stop
+    over that category's queries only. Every judgment enters (the estimate's denominator
+    counts them all; cells of other categories weigh 0), with the voters' weights."""
+    sub = design.restricted(queries)
+    weights = estimates.Weights(sub)
+    ledger = ledger_of(weights, votes, mask, epoch_h, omega)
+    st = standings.standing(sub, ledger, weights=weights, seed=ledger.total.n)
+    mine = np.zeros(len(design.cells), dtype=bool)
+    for m in sub.by_variant:
+        mine[list(m.values())] = True
+    judged = int(ledger.total.judged[mine].sum())
+    counts = {slugs[i]: {"judgments": int(ledger.total.judged[list(m.values())].sum()),
+                         "dopes": int(ledger.total.dopes[list(m.values())].sum())}
+              for i, m in enumerate(sub.by_variant) if m}
+    return {"queries": len(queries), "judgments": judged, "counts": counts,
+            **standing_json(st, slugs),
+            "reference": reference_json(sub, ledger.total, weights, slugs)}
+
+
 def fit_body(design: Design, slugs: list[str], votes: dict, *, positive: np.ndarray | None,
-             epoch_h: dict[int, dict], shares: dict[str, float]) -> tuple[dict, dict]:
-    """Return the fit's figures, raw (every judgment) and corrected (voter model), and
-    the epoch weights of the allocation it starts. `positive`: per cell, positive gold;
-    `epoch_h`: the weights each epoch's fit stored; `shares`: the app's rule shares."""
+             epoch_h: dict[int, dict], shares: dict[str, float],
+             categories: dict[str, set[int]] | None = None) -> tuple[dict, dict]:
+    """Return the fit's figures, raw (every judgment) and corrected (voter model), per
+    category (corrected), and the epoch weights of the allocation it starts.
+    `positive`: per cell, positive gold; `epoch_h`: the weights each epoch's fit stored;
+    `shares`: the app's rule shares; `categories`: each category's query image ids."""
     weighted = ~np.isnan(votes["probability"])
     weight, report = voter_report(votes, design, positive, slugs)
     weights = estimates.Weights(design)
@@ -119,4 +142,7 @@ def fit_body(design: Design, slugs: list[str], votes: dict, *, positive: np.ndar
             focus = st.focus()
             out["allocation"] = {"focus": [[design.variant_ids[i], design.variant_ids[j], w]
                                            for (i, j), w in (focus or {}).items()]}
+    out["categories"] = {c: category_json(design, slugs, votes, weighted & (weight > 0), weight,
+                                          epoch_h, queries)
+                         for c, queries in sorted((categories or {}).items()) if queries}
     return out, next_epoch_weights(design, weights, focus, shares)

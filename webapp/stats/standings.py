@@ -53,7 +53,11 @@ def posterior_best(weights: Weights, t: Tally, real: list[int], seed: int = 0) -
     w = weights.w[real]
     mu, cov = w @ mean, (w * var) @ w.T
     rng = np.random.default_rng(seed)
-    draws = rng.multivariate_normal(mu, cov, size=POSTERIOR_DRAWS, method="cholesky")
+    try:
+        draws = rng.multivariate_normal(mu, cov, size=POSTERIOR_DRAWS, method="cholesky")
+    except np.linalg.LinAlgError:  # variants showing the very same pairs (a small category)
+        draws = np.random.default_rng(seed).multivariate_normal(mu, cov, size=POSTERIOR_DRAWS,
+                                                                method="eigh")
     wins = np.bincount(draws.argmax(axis=1), minlength=len(real))
     return (wins / POSTERIOR_DRAWS).tolist()
 

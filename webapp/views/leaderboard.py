@@ -2,22 +2,42 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, jsonify, render_template
+from flask import Blueprint, jsonify, render_template, request
 
 from webapp.reports.board import current_board
 
 bp = Blueprint("leaderboard", __name__)
 
 
+def _board():
+    """Return (board, None), or (None, (message, known categories)) for an unknown one."""
+    category = request.args.get("category") or None
+    try:
+        return current_board(category)[0], None
+    except KeyError:
+        known = current_board()[0]["categories"]
+        return None, (f"unknown category {category!r}; the board has: "
+                      f"{', '.join(known) or 'none yet (no fit)'}", known)
+
+
 @bp.get("/leaderboard")
 def page():
-    board, _ = current_board()
+    board, problem = _board()
+    if problem is not None:
+        return render_template("error.html", code=404, name="Not Found",
+                               message=problem[0]), 404
     names = {row["slug"]: row["name"] for row in board["variants"]}
     return render_template("leaderboard.html", board=board, names=names)
 
 
 @bp.get("/api/leaderboard")
 def api():
-    response = jsonify(current_board()[0])
+    board, problem = _board()
+    if problem is not None:
+        response = jsonify({"error": "not_found", "message": problem[0],
+                            "categories": problem[1]})
+        response.status_code = 404
+    else:
+        response = jsonify(board)
     response.headers["Cache-Control"] = "no-store"
     return response

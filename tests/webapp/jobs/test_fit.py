@@ -8,7 +8,7 @@ from buildmaker import write_build
 from conftest import make_loaded_app
 
 from webapp.extensions import db
-from webapp.models import FitResult, IssuedToken, Pair, Variant, Vote
+from webapp.models import FitResult, Image, IssuedToken, Pair, Variant, Vote
 
 
 def variant_of(app, token: str) -> str:
@@ -28,9 +28,18 @@ def is_control(app, token: str) -> bool:
             .where(IssuedToken.nonce == token.split(".")[0])))
 
 
-def play(app, answer, most=500, address="127.0.0.1", by_variant=False):
-    """One voter answers every pair it is served with answer(is_control), or with
-    answer(variant slug) when by_variant; returns how many votes it cast."""
+def query_category(app, token: str) -> str:
+    with app.app_context():
+        return db.session.scalar(
+            sa.select(Image.category).join(Pair, Pair.query_id == Image.id)
+            .join(IssuedToken, IssuedToken.pair_id == Pair.id)
+            .where(IssuedToken.nonce == token.split(".")[0]))
+
+
+def play(app, answer, most=500, address="127.0.0.1", by_variant=False, by_category=False):
+    """One voter answers every pair it is served with answer(is_control), with
+    answer(variant slug) when by_variant, or answer(is_control, the query's category)
+    when by_category; returns how many votes it cast."""
     client, cast = app.test_client(), 0
     client.environ_base["REMOTE_ADDR"] = address
     for _ in range(most):
@@ -38,7 +47,10 @@ def play(app, answer, most=500, address="127.0.0.1", by_variant=False):
         if pair.status_code == 404:
             break
         token = pair.json["token"]
-        verdict = answer(variant_of(app, token) if by_variant else is_control(app, token))
+        if by_category:
+            verdict = answer(is_control(app, token), query_category(app, token))
+        else:
+            verdict = answer(variant_of(app, token) if by_variant else is_control(app, token))
         assert client.post("/api/vote", json={"token": pair.json["token"],
                                               "verdict": verdict}).status_code == 201
         cast += 1
@@ -200,3 +212,32 @@ def test_an_address_whose_votes_follow_one_variant_is_excluded(tmp_path):
     listed = body["voters"]["listed_origins"]
     assert len(listed) == 1 and listed[0]["why"].startswith(f"follows {target}")
     assert listed[0]["votes"] == pushed and listed[0]["gold_dopes"] == 0
+
+
+def test_each_category_has_its_board_with_the_same_intervals(tmp_path):
+    """Voters who like every match of a Dress query and none of the others: the Dress
+    board has every variant near 1, the Trouser board near 0, the whole board between."""
+    build = write_build(tmp_path / "b", n_queries=30, n_catalog=60)
+    app = make_loaded_app(tmp_path, build, DOPE_CONTROL_SHARE=0.1)
+    for k in range(4):
+        play(app, lambda control, category: "dope" if not control and category == "Dress"
+             else "nope", by_category=True, address=f"10.0.4.{k}")
+    assert app.test_cli_runner().invoke(args=["fit"]).exit_code == 0
+    client = app.test_client()
+    whole = client.get("/api/leaderboard").json
+    assert whole["category"] is None and {"Dress", "Trouser"} <= set(whole["categories"])
+    dress = client.get("/api/leaderboard?category=Dress").json
+    trouser = client.get("/api/leaderboard?category=Trouser").json
+    for board, near in ((dress, 1.0), (trouser, 0.0)):
+        real = [v for v in board["variants"] if not v["control"]]
+        assert all(abs(v["estimate"] - near) < 0.05 for v in real), board["category"]
+        assert all(v["ci_low"] <= v["estimate"] <= v["ci_high"] for v in real)
+        assert all(v["votes"] > 0 for v in real)
+    overall = [v["estimate"] for v in whole["variants"] if not v["control"]]
+    assert all(0.05 < e < 0.5 for e in overall)  # one category in ten
+    missing = client.get("/api/leaderboard?category=hats")
+    assert missing.status_code == 404 and "Dress" in missing.json["categories"]
+    assert "unknown category 'hats'" in missing.json["message"]
+    page = client.get("/leaderboard?category=Trouser")
+    assert page.status_code == 200 and "Leaderboard · Trouser" in page.get_data(as_text=True)
+    assert client.get("/leaderboard?category=hats").status_code == 404
