@@ -183,6 +183,29 @@ def summarise(runs: list[dict]) -> dict:
             "mean_votes": round(statistics.mean(votes)) if votes else None}
 
 
+def votes_to_95(runs: list[dict]) -> float:
+    """Votes by which 95% of the campaigns have stopped, rightly: a campaign that did not
+    stop, or named a variant more than epsilon below the best, counts as never."""
+    votes = sorted(r["votes"] if r["settled"] and r["correct"] else np.inf for r in runs)
+    return float(votes[int(np.ceil(0.95 * len(votes))) - 1])
+
+
+def ratio_95(adaptive: list[dict], uniform: list[dict], draws: int = 2000,
+             seed: int = 0) -> dict:
+    """adaptive / uniform votes to name an epsilon-best variant at 95% correctness, with a
+    percentile bootstrap over campaigns (each arm resampled on its own)."""
+    rng = np.random.default_rng(seed)
+    ratios = []
+    for _ in range(draws):
+        a = [adaptive[i] for i in rng.integers(0, len(adaptive), len(adaptive))]
+        u = [uniform[i] for i in rng.integers(0, len(uniform), len(uniform))]
+        ratios.append(votes_to_95(a) / votes_to_95(u))
+    low, high = np.percentile(ratios, [2.5, 97.5])
+    return {"adaptive_votes_95": votes_to_95(adaptive), "uniform_votes_95": votes_to_95(uniform),
+            "ratio": round(votes_to_95(adaptive) / votes_to_95(uniform), 3),
+            "ratio_95_bootstrap": [round(float(low), 3), round(float(high), 3)]}
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--build", default=str(ROOT / "build" / "default"))
@@ -206,8 +229,16 @@ def main(argv=None) -> int:
     report = {"taste": args.taste, "mix": mix, "max_votes": args.max_votes,
               "check": args.check, "seeds": args.seeds, "epochs": not args.no_epochs,
               "seconds": round(time.perf_counter() - t0, 1), "by_share": {}}
-    for a in args.adaptive.split(","):
+    shares = args.adaptive.split(",")
+    for a in shares:
         report["by_share"][a] = summarise([r for r in runs if r["adaptive_share"] == float(a)])
+        report["by_share"][a]["votes_95"] = votes_to_95(
+            [r for r in runs if r["adaptive_share"] == float(a)])
+    if "0" in shares and len(shares) == 2:
+        other = next(a for a in shares if a != "0")
+        report["adaptive_vs_uniform"] = ratio_95(
+            [r for r in runs if r["adaptive_share"] == float(other)],
+            [r for r in runs if r["adaptive_share"] == 0.0])
     report["runs"] = runs
     Path(args.out).write_text(json.dumps(report, indent=1))
     print(json.dumps({k: v for k, v in report.items() if k != "runs"}, indent=1))
