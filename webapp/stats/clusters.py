@@ -38,7 +38,9 @@ class VoterSums:
 
     def __init__(self, matrix: np.ndarray):
         self.matrix = matrix  # (vectors, cells): every vector's weight on every cell
+        self.touched = (matrix != 0).any(axis=0)  # cells some vector weighs
         self.index: dict = {}
+        self.next_row = 0
         self.a = np.zeros((16, len(matrix)))
         self.p = np.zeros_like(self.a)
         self.n = np.zeros_like(self.a)
@@ -46,13 +48,28 @@ class VoterSums:
         self._moments: np.ndarray | None = None
 
     def _rows(self, voters) -> np.ndarray:
-        rows = np.array([self.index.setdefault(v, len(self.index)) for v in voters], dtype=np.int64)
-        if len(self.index) > len(self.a):
-            grow = max(len(self.index), 2 * len(self.a)) - len(self.a)
+        """Each voter's row: integer arrays (the fit numbers its voters) are their own
+        rows; any other voter id gets the next free row (ints map to the same rows)."""
+        if isinstance(voters, np.ndarray) and voters.dtype.kind in "iu":
+            rows = voters.astype(np.int64)
+            for v in np.unique(rows).tolist():
+                self.index[v] = v
+            self.next_row = max(self.next_row, int(rows.max()) + 1 if len(rows) else 0)
+        else:
+            rows = np.array([self._row_of(v) for v in voters], dtype=np.int64)
+        size = self.next_row
+        if size > len(self.a):
+            grow = max(size, 2 * len(self.a)) - len(self.a)
             self.a, self.p, self.n = (np.vstack([x, np.zeros((grow, x.shape[1]))])
                                       for x in (self.a, self.p, self.n))
             self.count = np.concatenate([self.count, np.zeros(grow)])
         return rows
+
+    def _row_of(self, voter) -> int:
+        if voter not in self.index:
+            self.index[voter] = self.next_row
+            self.next_row += 1
+        return self.index[voter]
 
     def add(self, voter, cell: int, dope: bool, probability: float, h: np.ndarray) -> None:
         """Count one judgment; h: each vector's epoch weight."""
@@ -71,16 +88,18 @@ class VoterSums:
         weighted by its voter's omega (1 when None)."""
         if not len(cell):
             return
-        rows, local = np.unique(self._rows(voters.tolist()), return_inverse=True)
+        rows, local = np.unique(self._rows(voters), return_inverse=True)
         omega = np.ones(len(cell)) if weight is None else np.asarray(weight, float)
-        inv = omega / probability
         count = np.bincount(local, weights=omega, minlength=len(rows))
         self.count[rows] += np.bincount(local, minlength=len(rows))
+        self.n[rows] += count[:, None] * h[None, :]
+        some = self.touched[cell]  # judgments of cells no vector weighs add to n only
+        local, cell, dope = local[some], cell[some], dope[some]
+        inv = omega[some] / probability[some]
         for k in range(len(self.matrix)):  # the voters of this batch only: cost ~ batch
             hw = h[k] * self.matrix[k, cell] * inv
             self.p[rows, k] += np.bincount(local, weights=hw, minlength=len(rows))
             self.a[rows, k] += np.bincount(local, weights=hw * dope, minlength=len(rows))
-            self.n[rows, k] += h[k] * count
         self._moments = None
 
     def moments(self) -> np.ndarray:
@@ -103,7 +122,7 @@ class VoterSums:
 
     @property
     def voters(self) -> int:
-        return len(self.index)
+        return int((self.count > 0).sum())
 
     def effective_voters(self) -> float:
         """(sum n_u)^2 / sum n_u^2: how many equally active voters the judgments are worth."""

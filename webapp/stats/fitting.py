@@ -63,13 +63,14 @@ def parse_epoch_weights(stored: dict[int, str], design: Design) -> dict[int, dic
 
 
 def ledger_of(weights: estimates.Weights, votes: dict, mask: np.ndarray,
-              epoch_h: dict[int, dict], omega: np.ndarray | None = None) -> estimates.Ledger:
+              epoch_h: dict[int, dict], omega: np.ndarray | None = None,
+              people: np.ndarray | None = None) -> estimates.Ledger:
     """Return the judgments under mask as a Ledger: one epoch per fit that drew them,
     in order, each with the weights that fit stored before its votes were drawn (a
     fit no longer stored, or votes before any fit: every weight 1), their voters and the
     voters' weights omega (None: 1)."""
     ledger = estimates.Ledger(weights)
-    people = voter_numbers(votes)
+    people = voter_numbers(votes) if people is None else people
     for epoch in np.unique(votes["epoch"][mask]):
         ledger.start_epoch(epoch_h.get(int(epoch), {}))
         part = mask & (votes["epoch"] == epoch)
@@ -81,10 +82,14 @@ def ledger_of(weights: estimates.Weights, votes: dict, mask: np.ndarray,
 def voter_numbers(votes: dict) -> np.ndarray:
     """Number each judgment's voter (the cookie's id), so that the variance is clustered
     by voter; a judgment without one is its own voter."""
-    names = [f"voter:{v}" if v is not None else f"vote:{i}"
-             for v, i in zip(votes["voter"], votes["id"], strict=True)]
-    return np.unique(np.array(names, dtype=object), return_inverse=True)[1] if names \
-        else np.zeros(0, dtype=np.int64)
+    voter = votes["voter"]
+    missing = np.array([v is None for v in voter], dtype=bool)
+    out = np.empty(len(voter), dtype=np.int64)
+    if (~missing).any():
+        _, out[~missing] = np.unique(voter[~missing].astype(str), return_inverse=True)
+    known = int(out[~missing].max()) + 1 if (~missing).any() else 0
+    out[missing] = known + np.arange(int(missing.sum()))
+    return out
 
 
 def next_epoch_weights(design: Design, weights: estimates.Weights, focus,
@@ -99,13 +104,14 @@ def next_epoch_weights(design: Design, weights: estimates.Weights, focus,
 
 
 def category_json(design: Design, slugs: list[str], votes: dict, mask: np.ndarray,
-                  omega: np.ndarray, epoch_h: dict[int, dict], queries: set[int]) -> dict:
+                  omega: np.ndarray, epoch_h: dict[int, dict], queries: set[int],
+                  people: np.ndarray | None = None) -> dict:
     """Return one category's corrected figures: the same estimates, intervals and stop
     over that category's queries only. Every judgment enters (the estimate's denominator
     counts them all; cells of other categories weigh 0), with the voters' weights."""
     sub = design.restricted(queries)
     weights = estimates.Weights(sub)
-    ledger = ledger_of(weights, votes, mask, epoch_h, omega)
+    ledger = ledger_of(weights, votes, mask, epoch_h, omega, people)
     st = standings.standing(sub, ledger, weights=weights, seed=ledger.total.n)
     mine = np.zeros(len(design.cells), dtype=bool)
     for m in sub.by_variant:
@@ -128,13 +134,13 @@ def fit_body(design: Design, slugs: list[str], votes: dict, *, positive: np.ndar
     `shares`: the app's rule shares; `categories`: each category's query image ids."""
     weighted = ~np.isnan(votes["probability"])
     weight, report = voter_report(votes, design, positive, slugs)
-    weights = estimates.Weights(design)
+    weights, people = estimates.Weights(design), voter_numbers(votes)
     out = {"judgments": int(len(votes["id"])), "legacy_judgments": int((~weighted).sum()),
            "alpha": standings.ALPHA, "epsilon": standings.EPSILON, "voters": report}
     focus = None
     for name, mask, omega in (("raw", weighted, None), ("corrected", weighted & (weight > 0),
                                                          weight)):
-        ledger = ledger_of(weights, votes, mask, epoch_h, omega)
+        ledger = ledger_of(weights, votes, mask, epoch_h, omega, people)
         st = standings.standing(design, ledger, weights=weights, seed=ledger.total.n)
         out[name] = {"judgments": ledger.total.n, **standing_json(st, slugs),
                      "reference": reference_json(design, ledger.total, weights, slugs)}
@@ -143,6 +149,6 @@ def fit_body(design: Design, slugs: list[str], votes: dict, *, positive: np.ndar
             out["allocation"] = {"focus": [[design.variant_ids[i], design.variant_ids[j], w]
                                            for (i, j), w in (focus or {}).items()]}
     out["categories"] = {c: category_json(design, slugs, votes, weighted & (weight > 0), weight,
-                                          epoch_h, queries)
+                                          epoch_h, queries, people)
                          for c, queries in sorted((categories or {}).items()) if queries}
     return out, next_epoch_weights(design, weights, focus, shares)
