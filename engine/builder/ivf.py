@@ -21,6 +21,7 @@ from __future__ import annotations
 import math
 import os
 import shutil
+import weakref
 from collections.abc import Callable, Iterable
 from functools import partial
 from pathlib import Path
@@ -150,14 +151,12 @@ class ListFile:
             self.start = f.tell()
         self.dims, self.dtype = shape[1], np.dtype(dtype)
         self.fd = os.open(path, os.O_RDONLY)
+        weakref.finalize(self, os.close, self.fd)  # closed when the search is let go
 
     def rows(self, a: int, b: int) -> np.ndarray:
         width = self.dims * self.dtype.itemsize
         data = os.pread(self.fd, (b - a) * width, self.start + a * width)
         return np.frombuffer(data, dtype=self.dtype).reshape(b - a, self.dims)
-
-    def close(self) -> None:
-        os.close(self.fd)
 
 
 class IvfSearch:
