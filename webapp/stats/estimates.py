@@ -252,8 +252,9 @@ class Ledger:
     weighted sums stay martingales). h is the vector's probability mass under the
     epoch's allocation over its mass under the uniform allocation: judgments drawn
     while a comparison was in focus (low variance) count for more than those drawn
-    before (high variance), as variance-stabilising weights do (Hadad, Hirshberg,
-    Zhan, Wager and Athey, PNAS 2021). Without epochs every h is 1."""
+    before (high variance). (Hadad, Hirshberg, Zhan, Wager and Athey, PNAS 2021, weigh
+    by the square root of the probability instead; docs/statistics.md.) Without epochs
+    every h is 1."""
 
     def __init__(self, weights: Weights):
         self.weights = weights
