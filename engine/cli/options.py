@@ -136,8 +136,8 @@ def runtime_options(f):
                      help="DataLoader worker processes."),
         click.option("--executor", type=click.Choice(("plain", "ray")), default="plain",
                      show_default=True,
-                     help="Where extraction runs: in this process, or on a Ray actor pool "
-                          "(RAY_ADDRESS, or a local cluster; pip install -e '.[ray]')."),
+                     help="Where extraction and IVF list assignment run: here, or on a Ray "
+                          "actor pool (RAY_ADDRESS, or a local cluster; pip install -e '.[ray]')."),
     ]
     for option in reversed(options):
         f = option(f)
