@@ -19,6 +19,7 @@ from engine.cli.options import (
     usage_errors,
 )
 from engine.cli.retrain import retrain
+from engine.cli.serve import serve
 
 
 @click.group()
@@ -98,3 +99,4 @@ _stage_command("evaluate", "Evaluate every variant; write eval.json, eval.md, ts
 
 main.add_command(crowd)
 main.add_command(retrain)
+main.add_command(serve)

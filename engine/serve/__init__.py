@@ -1,0 +1,1 @@
+"""The query service: a build's variants answer "items that look like this photo"."""
