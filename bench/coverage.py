@@ -89,7 +89,8 @@ def false_exclusions(judgments: dict, design) -> dict:
         dropped = set(judgments["voter"][mine & (weight == 0)])
         lowered = set(judgments["voter"][mine & (weight > 0) & (weight < 1)])
         out[kind] = {"voters": len(people), "excluded": len(dropped),
-                     "down_weighted": len(lowered)}
+                     "down_weighted": len(lowered), "judgments": int(mine.sum()),
+                     "judgments_weight": round(float(weight[mine].sum()), 1)}
     return out
 
 
@@ -127,8 +128,12 @@ def summarise(runs: list[dict]) -> dict:
         total = sum(r["voters"].get(kind, {}).get("voters", 0) for r in runs)
         dropped = sum(r["voters"].get(kind, {}).get("excluded", 0) for r in runs)
         lowered = sum(r["voters"].get(kind, {}).get("down_weighted", 0) for r in runs)
+        judged = sum(r["voters"].get(kind, {}).get("judgments", 0) for r in runs)
+        kept = sum(r["voters"].get(kind, {}).get("judgments_weight", 0) for r in runs)
         voters[kind] = {"voters": total, "excluded": dropped, "down_weighted": lowered,
-                        "excluded_share": round(dropped / total, 5) if total else None}
+                        "excluded_share": round(dropped / total, 5) if total else None,
+                        "judgments": judged,
+                        "judgments_weight_share": round(kept / judged, 4) if judged else None}
     return {"campaigns": len(runs), "missed": missed, "miss_share": round(missed / len(runs), 4),
             "miss_95": [round(low, 4), round(high, 4)],
             "first_miss_median": statistics.median([r["first_miss"] for r in runs
