@@ -101,6 +101,7 @@ def main() -> None:
     results = []
     for size in args.sizes.split(","):
         limit, repeat = (int(x) for x in size.split(":"))
+        args.work.mkdir(parents=True, exist_ok=True)
         out = args.work / f"build-{limit}x{repeat}"
         shutil.rmtree(out, ignore_errors=True)
         shutil.rmtree(out.with_name(out.name + ".partial"), ignore_errors=True)
