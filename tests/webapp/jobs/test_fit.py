@@ -11,29 +11,25 @@ from webapp.extensions import db
 from webapp.models import FitResult, Image, IssuedToken, Pair, Variant, Vote
 
 
-def variant_of(app, token: str) -> str:
+def served(app, token: str, query):
+    """The value `query` (a select joined to Pair) finds for a served token's pair."""
     with app.app_context():
-        return db.session.scalar(
-            sa.select(Variant.slug).join(Pair, Pair.variant_id == Variant.id)
-            .join(IssuedToken, IssuedToken.pair_id == Pair.id)
-            .where(IssuedToken.nonce == token.split(".")[0]))
+        return db.session.scalar(query.join(IssuedToken, IssuedToken.pair_id == Pair.id)
+                                 .where(IssuedToken.nonce == token.split(".")[0]))
+
+
+def variant_of(app, token: str) -> str:
+    return served(app, token, sa.select(Variant.slug).join(Pair, Pair.variant_id == Variant.id))
 
 
 def is_control(app, token: str) -> bool:
     """Whether a served token's pair is the random control's (the test knows, the voter not)."""
-    with app.app_context():
-        return bool(db.session.scalar(
-            sa.select(Variant.control).join(Pair, Pair.variant_id == Variant.id)
-            .join(IssuedToken, IssuedToken.pair_id == Pair.id)
-            .where(IssuedToken.nonce == token.split(".")[0])))
+    return bool(served(app, token,
+                       sa.select(Variant.control).join(Pair, Pair.variant_id == Variant.id)))
 
 
 def query_category(app, token: str) -> str:
-    with app.app_context():
-        return db.session.scalar(
-            sa.select(Image.category).join(Pair, Pair.query_id == Image.id)
-            .join(IssuedToken, IssuedToken.pair_id == Pair.id)
-            .where(IssuedToken.nonce == token.split(".")[0]))
+    return served(app, token, sa.select(Image.category).join(Pair, Pair.query_id == Image.id))
 
 
 def play(app, answer, most=500, address="127.0.0.1", by_variant=False, by_category=False):
