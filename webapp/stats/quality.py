@@ -115,15 +115,15 @@ def follows(effect: np.ndarray, se: np.ndarray, size: np.ndarray) -> tuple[np.nd
     from targeting_effects' (groups x variants) effects and standard errors; groups
     with fewer than MIN_TARGETING_VOTES judgments get 0."""
     groups, variants = effect.shape
-    enough = size >= MIN_TARGETING_VOTES
+    if not variants:
+        return np.zeros(groups), np.zeros(groups, dtype=int)
+    enough = size >= MIN_TARGETING_VOTES  # at least MIN_CALIBRATION_VOTES too
     z = np.zeros((groups, variants))
     for v in range(variants):
-        known = enough & (se[:, v] > 0)
-        calibrating = known & (size >= MIN_CALIBRATION_VOTES)
-        _, spread = robust_spread(effect[calibrating, v], se[calibrating, v] ** 2, "lower")
+        known = enough & (se[:, v] > 0)  # the groups judged, and calibrating, on v
+        _, spread = robust_spread(effect[known, v], se[known, v] ** 2, "lower")
         margin = FLOOR_SPREADS * max(spread, SPREAD_MIN) \
-            if calibrating.sum() >= MIN_CALIBRATION_VOTERS else DEFAULT_MARGIN
+            if known.sum() >= MIN_CALIBRATION_VOTERS else DEFAULT_MARGIN
         z[known, v] = (effect[known, v] - margin) / se[known, v]
     z = np.maximum(z, 0.0)
-    return z.max(axis=1) if variants else np.zeros(groups), \
-        z.argmax(axis=1) if variants else np.zeros(groups, dtype=int)
+    return z.max(axis=1), z.argmax(axis=1)
