@@ -133,10 +133,13 @@ def vector_interval(source, weights: Weights, key: tuple,
     return sums_interval(sums, b, float(w.sum()), alpha, variance)
 
 
-def vector_lower(source, weights: Weights, key: tuple, alpha: float) -> float:
-    """Return a vector's one-sided lower sequence at alpha."""
+def margin_bounds(source, weights: Weights, key: tuple, alpha: float,
+                  alpha_lower: float) -> tuple[float, float, float, float]:
+    """Return (estimate, low, high) of a difference's two-sided sequence at alpha and its
+    one-sided lower sequence at alpha_lower, from one reading of its sums."""
     sums, w, b, variance = _vector_sums(source, weights, key)
-    return sums_lower(sums, b, float(w.sum()), alpha, variance)
+    mean, low, high = sums_interval(sums, b, float(w.sum()), alpha, variance)
+    return mean, low, high, sums_lower(sums, b, float(w.sum()), alpha_lower, variance)
 
 
 def compare_leader(weights: Weights, source, leader: int, others: list[int],
@@ -151,11 +154,11 @@ def compare_leader(weights: Weights, source, leader: int, others: list[int],
             margins[j] = (-np.inf, np.inf)
             settled = False
             continue
-        mean, low, high = vector_interval(source, weights, ("d", leader, j), alphas.margin)
+        mean, low, high, lower = margin_bounds(source, weights, ("d", leader, j),
+                                               alphas.margin, alphas.stop)
         margins[j] = (low, high)
         gaps[j] = mean
-        settled = settled and vector_lower(source, weights, ("d", leader, j),
-                                           alphas.stop) > -epsilon
+        settled = settled and lower > -epsilon
         if -epsilon < low and high < epsilon:
             tied.append(j)
     return settled, tied, margins, gaps

@@ -64,11 +64,9 @@ def test_a_tie_claims_both_ends(monkeypatch):
     better is not 'tied', even when it is surely not much worse."""
     design = toy_design()
     margins = {1: (-0.004, 0.006), 2: (-0.004, 0.03), 3: (0.02, 0.09)}
-    monkeypatch.setattr(standings, "vector_interval",
-                        lambda source, weights, key, alpha: (sum(margins[key[2]]) / 2,
-                                                             *margins[key[2]]))
-    monkeypatch.setattr(standings, "vector_lower",
-                        lambda source, weights, key, alpha: margins[key[2]][0])
+    monkeypatch.setattr(standings, "margin_bounds",
+                        lambda source, weights, key, alpha, alpha_lower:
+                        (sum(margins[key[2]]) / 2, *margins[key[2]], margins[key[2]][0]))
     t = estimates.Tally.empty(len(design.cells))
     t.n = 10 ** 6
     settled, tied, _, _ = standings.compare_leader(
