@@ -169,7 +169,7 @@ def _embed_parts(head, trunk: FeatureShards, todo: list[int], writers: dict,
     from engine.builder import variant_features as vf
 
     start = time.perf_counter()
-    parts = [(first, rows) for p, (first, rows) in enumerate(trunk.parts()) if p in todo]
+    parts = (trunk.part(p) for p in todo)  # one part in memory at a time, never a list
     fillers = {layer: PartFiller(w, todo) for layer, w in writers.items()}
     for batch in vf.fashion_batches(head, parts, list(writers), device=device):
         for layer, arr in batch.items():

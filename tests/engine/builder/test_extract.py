@@ -89,3 +89,31 @@ def test_the_training_sample_is_seeded_and_bounded():
     np.testing.assert_array_equal(a, b)
     assert len(set(a)) == 40 and list(a) == sorted(a) and set(a) <= set(rows)
     assert not np.array_equal(a, train_sample(rows, 40, seed=1))
+
+
+def test_the_head_embeds_the_conv_maps_one_part_at_a_time(engine_fmnist_dir,
+                                                          engine_fake_features, tmp_path,
+                                                          monkeypatch):
+    """Each part of conv maps is read only once the previous part's rows are written, so at
+    most one part is in memory (a list of every part took 3 GB more at 240k items)."""
+    from engine.formats.shards import FeatureShards, ShardWriter
+
+    events = []
+    read, write = FeatureShards.part, ShardWriter.write
+
+    def reading(self, part):
+        if self.dir.parent.name == "trunk":
+            events.append(("read", part))
+        return read(self, part)
+
+    def writing(self, part, rows):
+        if "vgg16-fashion.fc6" in self.dir.name:
+            events.append(("write", part))
+        return write(self, part, rows)
+
+    run_stage("extract", tmp_path / "b", _opts(engine_fmnist_dir))
+    monkeypatch.setattr(FeatureShards, "part", reading)
+    monkeypatch.setattr(ShardWriter, "write", writing)
+    run_stage("train", tmp_path / "b")
+    parts = -(-35 // 8)
+    assert events == [(kind, p) for p in range(parts) for kind in ("read", "write")]
