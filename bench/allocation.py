@@ -36,6 +36,7 @@ sys.path.insert(0, str(ROOT))  # bench/engine.py would shadow the engine package
 from engine.formats.builddir import read_build  # noqa: E402, I001
 from engine.crowd.simulate import Population, judge_build, new_ident, new_voter, resolve_target  # noqa: E402
 from engine.crowd.taste import load_taste  # noqa: E402
+from webapp.config import DEFAULTS  # noqa: E402
 from webapp.stats import allocation, estimates, standings  # noqa: E402
 from webapp.stats.design import CONTROL, REAL, build_design  # noqa: E402
 
@@ -72,11 +73,14 @@ class Played:
 
 
 def play(build, taste_name, mix, adaptive_share, seed, max_votes, check, *, stop=True,
-         control_share=0.1, epochs=True, cluster=True, alphas=None, on_fit=None) -> Played:
+         control_share=0.1, epochs=True, cluster=True, alphas=None, on_fit=None,
+         gold_first=None) -> Played:
     """Play a campaign as the web app allocates and fits; stop when settled (if `stop`).
     `cluster`: the variance clustered by voter (else every judgment independent, as
     before); `alphas`: standings.Alphas (default: the board's); `on_fit(standing, votes,
-    log, epoch_h)` is called after every fit (log: the judgments so far, as lists)."""
+    log, epoch_h)` is called after every fit (log: the judgments so far, as lists);
+    `gold_first`: (pairs, share) of the warm-up gold (None: the web app's defaults), whose
+    votes are logged with gold True and never enter the ledger."""
     judged, population, design = judged_for(build, taste_name, mix)
     rng = random.Random(seed)
     params = population.params
@@ -103,7 +107,10 @@ def play(build, taste_name, mix, adaptive_share, seed, max_votes, check, *, stop
 
     alloc = refresh(None)
     log = {"cell": [], "voter": [], "dope": [], "probability": [], "kind": [], "epoch": [],
-           "origin": []}
+           "origin": [], "gold": []}
+    gold = allocation.gold_allocation(design)
+    gold_pairs, gold_share = gold_first or (DEFAULTS["DOPE_GOLD_FIRST_PAIRS"],
+                                            DEFAULTS["DOPE_GOLD_FIRST_SHARE"])
     cast, settled, st = 0, None, None
     while cast < max_votes and settled is None:
         voter = new_voter(population, rng)
@@ -112,7 +119,11 @@ def play(build, taste_name, mix, adaptive_share, seed, max_votes, check, *, stop
             if voter.kind == "adversary" and voter.cast and \
                     voter.cast % params["adversary"]["cookie_every"] == 0:
                 seen, voter.ident = set(), new_ident(rng)
-            drawn = alloc.draw_fresh(seen, rng)
+            # The web app's warm-up (webapp.play.pairing.next_pair), outside the mixture.
+            warmup = voter.cast < gold_pairs and rng.random() < gold_share
+            drawn = gold.draw_fresh(seen, rng) if warmup else None
+            warmup = drawn is not None
+            drawn = drawn or alloc.draw_fresh(seen, rng)
             if drawn is None:
                 break
             _, _, cell = drawn
@@ -122,15 +133,17 @@ def play(build, taste_name, mix, adaptive_share, seed, max_votes, check, *, stop
             voter.cast += 1
             cast += 1
             if verdict != "skip":
-                ledger.add(cell, verdict == "dope", alloc.probability[cell],
-                           voter.ident if cluster else None)
+                if not warmup:
+                    ledger.add(cell, verdict == "dope", alloc.probability[cell],
+                               voter.ident if cluster else None)
                 for key, value in (("cell", cell), ("voter", voter.ident),
                                    ("dope", int(verdict == "dope")),
-                                   ("probability", alloc.probability[cell]),
+                                   ("probability", (gold if warmup else alloc)
+                                                    .probability[cell]),
                                    ("kind", voter.kind), ("epoch", len(epoch_h) - 1),
                                    # The adversary is one script on one address.
                                    ("origin", "adversary" if voter.kind == "adversary"
-                                    else voter.ident)):
+                                    else voter.ident), ("gold", warmup)):
                     log[key].append(value)
             if cast % check == 0:
                 st = standings.standing(design, ledger if epochs else ledger.total,

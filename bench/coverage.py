@@ -12,13 +12,13 @@ The board shows the corrected figures: the fit's voter model (webapp.stats.exclu
 .voter_report) excludes or down-weights voters first. Every `--corrected-every` votes
 (default 2,000) the corrected standing is computed as the periodic fit does and checked
 the same way. At the end of each campaign the honest voters the voter model excluded or
-down-weighted are counted: the false exclusions.
+down-weighted below half are counted: the false exclusions.
 
 Two methods:
 - `new` (the board's): variance clustered by voter, every reported interval jointly
-  at alpha (standings.Alphas.of);
+  at alpha (standings.Alphas.of), the web app's warm-up gold pairs;
 - `today` (before issue 17): every judgment independent, alpha / K per variant and
-  alpha / (K - 1) per margin (standings.Alphas.per_family).
+  alpha / (K - 1) per margin (standings.Alphas.per_family), no warm-up.
 
     python bench/coverage.py --taste tone --seeds 5000-5199 --method new \
         [--votes 20000] [--check 250] [--corrected-every 2000] [--mix honest=1] \
@@ -66,7 +66,8 @@ def as_votes(log: dict) -> dict:
             "origin": np.array(log["origin"], dtype=object),
             "probability": np.array(log["probability"], dtype=float),
             "id": np.arange(len(log["cell"])), "epoch": np.array(log["epoch"], dtype=int),
-            "kind": np.array(log["kind"], dtype=object)}
+            "kind": np.array(log["kind"], dtype=object),
+            "gold": np.array(log["gold"], dtype=bool)}
 
 
 def corrected(design, log: dict, epoch_h: list, alphas) -> standings.Standing:
@@ -74,7 +75,8 @@ def corrected(design, log: dict, epoch_h: list, alphas) -> standings.Standing:
     votes = as_votes(log)
     weight, _ = voter_report(votes, design)
     weights = estimates.Weights(design)
-    ledger = ledger_of(weights, votes, weight > 0, dict(enumerate(epoch_h)), weight)
+    ledger = ledger_of(weights, votes, (weight > 0) & ~votes["gold"], dict(enumerate(epoch_h)),
+                       weight)
     return standings.standing(design, ledger, weights=weights, alphas=alphas)
 
 
@@ -84,10 +86,10 @@ def false_exclusions(judgments: dict, design) -> dict:
     weight, _ = voter_report(votes, design)
     out = {}
     for kind in sorted(set(judgments["kind"])):
-        mine = judgments["kind"] == kind
-        people = set(judgments["voter"][mine])
+        people = set(judgments["voter"][judgments["kind"] == kind])
+        mine = (judgments["kind"] == kind) & ~votes["gold"]  # the judgments weighed
         dropped = set(judgments["voter"][mine & (weight == 0)])
-        lowered = set(judgments["voter"][mine & (weight > 0) & (weight < 1)])
+        lowered = set(judgments["voter"][mine & (weight > 0) & (weight < 0.5)])
         out[kind] = {"voters": len(people), "excluded": len(dropped),
                      "down_weighted": len(lowered), "judgments": int(mine.sum()),
                      "judgments_weight": round(float(weight[mine].sum()), 1)}
@@ -114,7 +116,8 @@ def one(job) -> dict:
             seen["first_miss"], seen["what"] = cast, missed
 
     played = sim.play(build, taste, mix, 0.65, seed, votes, check, stop=False,
-                      cluster=method == "new", alphas=alphas, on_fit=on_fit)
+                      cluster=method == "new", alphas=alphas, on_fit=on_fit,
+                      gold_first=None if method == "new" else (0, 0.0))
     return {"seed": seed, "missed": seen["first_miss"] is not None, **seen,
             "voters": false_exclusions(played.judgments, design)}
 

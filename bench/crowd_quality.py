@@ -64,7 +64,8 @@ def figures(design, judgments, epoch_h) -> tuple[list[float], list[float], int]:
              "id": np.arange(len(cells)), "epoch": judgments["epoch"].astype(int)}
     omega, report = voter_report(votes, design)
     weights = estimates.Weights(design)
-    ledger = ledger_of(weights, votes, omega > 0, dict(enumerate(epoch_h)), omega)
+    live = (omega > 0) & ~judgments["gold"].astype(bool)  # warm-up gold weighs voters only
+    ledger = ledger_of(weights, votes, live, dict(enumerate(epoch_h)), omega)
     st = standings.standing(design, ledger, weights=weights, seed=len(cells))
     return raw, st.estimate, report["excluded"] + report["excluded_origins"]
 

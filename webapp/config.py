@@ -22,6 +22,12 @@ DEFAULTS = {
     # fit (webapp/stats/allocation.py); the rest are uniform. Chosen on the tuning seeds of
     # bench/allocation.py (docs/benchmarks.md, "Adaptive against uniform").
     "DOPE_ADAPTIVE_SHARE": 0.65,
+    # Each of a voter's first DOPE_GOLD_FIRST_PAIRS pairs is, with DOPE_GOLD_FIRST_SHARE,
+    # a random-control pair outside the mixture ("gold"): about one per voter, so that
+    # the many who cast a handful of votes leave evidence of whether they look
+    # (webapp/stats/looking.py). Its votes never enter the estimates. 0 turns it off.
+    "DOPE_GOLD_FIRST_PAIRS": 3,
+    "DOPE_GOLD_FIRST_SHARE": 0.34,
     # Seconds between fits (webapp/jobs/fit.py) that requests for the leaderboard or team
     # page start when votes came in since the last; 0: only `flask fit` fits.
     "DOPE_FIT_INTERVAL": 60,

@@ -19,7 +19,7 @@ def make_app(tmp_path, **overrides):
     config = {"TESTING": True, "SECRET_KEY": "test-secret",
               "SQLALCHEMY_DATABASE_URI": f"sqlite:///{tmp_path / 'test.sqlite3'}",
               "DOPE_IMAGE_DIR": str(tmp_path / "images"), "DOPE_CONTROL_SHARE": 0.0,
-              "DOPE_FIT_INTERVAL": 0,
+              "DOPE_GOLD_FIRST_PAIRS": 0, "DOPE_FIT_INTERVAL": 0,
               **PERMISSIVE, **overrides}
     app = create_app(config)
     with app.app_context():

@@ -21,6 +21,7 @@ from flask import current_app
 from webapp.extensions import db
 from webapp.jobs.fit_store import newest_vote_id
 from webapp.models import FitResult, Image, Pair, Variant, Vote
+from webapp.stats.allocation import GOLD_RULE
 from webapp.stats.design import CONTROL, REAL, Design, build_design
 from webapp.stats.exclusion import positive_gold
 from webapp.stats.fitting import fit_body, parse_epoch_weights
@@ -44,13 +45,14 @@ def load_design() -> tuple[Design, list[str], dict[int, int]]:
 
 def load_votes(cell_of: dict[int, int]) -> dict[str, np.ndarray]:
     """Return every judgment (skips left out) as arrays: vote id, cell, voter id, dope,
-    probability (NaN for votes from before probabilities were recorded)."""
+    probability (NaN for votes from before probabilities were recorded), whether it was
+    a warm-up gold pair (outside the allocation: the voter model only)."""
     rows = db.session.execute(
         sa.select(Vote.id, Vote.pair_id, Vote.voter_id, Vote.verdict, Vote.probability,
-                  Vote.fit_id, Vote.origin)
+                  Vote.fit_id, Vote.origin, Vote.reason)
         .where(Vote.verdict != "skip").order_by(Vote.id).execution_options(yield_per=20000))
-    ids, cells, who, dope, prob, epoch, origin = [], [], [], [], [], [], []
-    for vote_id, pair_id, voter_id, verdict, probability, fit_id, source in rows:
+    ids, cells, who, dope, prob, epoch, origin, gold = [], [], [], [], [], [], [], []
+    for vote_id, pair_id, voter_id, verdict, probability, fit_id, source, reason in rows:
         cell = cell_of.get(pair_id)
         if cell is None:
             continue
@@ -61,7 +63,9 @@ def load_votes(cell_of: dict[int, int]) -> dict[str, np.ndarray]:
         prob.append(np.nan if probability is None else probability)
         epoch.append(0 if fit_id is None else fit_id)
         origin.append(source)
-    return {"origin": np.array(origin, dtype=object), "id": np.array(ids, dtype=np.int64),
+        gold.append(reason == GOLD_RULE)
+    return {"gold": np.array(gold, dtype=bool), "origin": np.array(origin, dtype=object),
+            "id": np.array(ids, dtype=np.int64),
             "cell": np.array(cells, dtype=np.int64),
             "voter": np.array(who, dtype=object), "dope": np.array(dope, dtype=np.int64),
             "probability": np.array(prob, dtype=float),

@@ -6,7 +6,9 @@ fit's leader and challenger) with DOPE_ADAPTIVE_SHARE, else uniform. It is an
 image pair (query image, match image) the voter has never been shown under any
 variant; the served pair's rule and probability are stored with its token. Every
 variant that returns that image pair for that query is credited with the vote
-(pooling, docs/statistics.md).
+(pooling, docs/statistics.md). Each of a voter's first DOPE_GOLD_FIRST_PAIRS pairs is,
+with DOPE_GOLD_FIRST_SHARE, a warm-up random-control pair instead (reason "gold",
+outside the mixture: webapp.stats.looking weighs voters by it).
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from flask import current_app
 from webapp.jobs.fit_store import StoredFit
 from webapp.models import Build, FitResult, Image, IssuedToken, Pair, Variant
 from webapp.play import fastsql
-from webapp.stats.allocation import Allocation, make_allocation
+from webapp.stats.allocation import Allocation, gold_allocation, make_allocation
 from webapp.stats.design import CONTROL, REAL, Design, build_design
 
 
@@ -151,6 +153,7 @@ class Game:
     version: tuple
     design: Design
     files: list[tuple[str, str]]
+    gold: Allocation
     fit_id: int | None = None
     allocation: Allocation | None = None
 
@@ -165,7 +168,7 @@ def load_game(variant_rows, version: tuple) -> Game:
         cell = design.cell_index.get((query_id, match_id))
         if cell is not None and files[cell] is None:
             files[cell] = (query_file, match_file)
-    return Game(version, design, files)
+    return Game(version, design, files, gold_allocation(design))
 
 
 def fit_focus(fit_id: int | None, design: Design) -> dict[tuple[int, int], float] | None:
@@ -202,10 +205,18 @@ def next_pair(state: tuple[Seen, list], rng=random) -> Chosen | None:
     """
     seen, rows = state
     game = current_game(rows)
-    drawn = game.allocation.draw_fresh(seen.images, rng)
+    config = current_app.config
+    allocation, drawn = game.allocation, None
+    if seen.count < config["DOPE_GOLD_FIRST_PAIRS"] and \
+            rng.random() < config["DOPE_GOLD_FIRST_SHARE"]:
+        allocation = game.gold  # a warm-up pair (webapp.stats.allocation.gold_allocation)
+        drawn = allocation.draw_fresh(seen.images, rng)
+    if drawn is None:
+        allocation = game.allocation
+        drawn = allocation.draw_fresh(seen.images, rng)
     if drawn is None:
         return None
     reason, variant, cell = drawn
     query_file, match_file = game.files[cell]
     return Chosen(game.design.pair_ids[(variant, cell)], query_file, match_file, reason,
-                  game.allocation.probability[cell], game.fit_id)
+                  allocation.probability[cell], game.fit_id)

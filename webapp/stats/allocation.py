@@ -30,8 +30,10 @@ from dataclasses import dataclass, field
 
 from webapp.stats.design import CONTROL, REAL, Design
 
-# The vote export also reserves "gold", for a rule serving positive gold pairs.
-UNIFORM, ADAPTIVE, CONTROL_RULE = "uniform", "adaptive", "control"
+# "gold": a voter's first pairs are drawn from the random control with
+# DOPE_GOLD_FIRST_SHARE each (gold_allocation): evidence of whether the voter looks
+# (webapp.stats.looking); outside the mixture, so never in the estimates.
+UNIFORM, ADAPTIVE, CONTROL_RULE, GOLD_RULE = "uniform", "adaptive", "control", "gold"
 REJECTION_TRIES = 16
 
 
@@ -144,6 +146,19 @@ def make_allocation(design: Design, *, control_share: float, adaptive_share: flo
     rules = [pooled_rule(design, CONTROL_RULE, CONTROL, control_share),
              adaptive_rule(design, real_share * adaptive_share, focus),
              pooled_rule(design, UNIFORM, REAL, real_share * (1.0 - adaptive_share))]
+    return _mixture(design, rules)
+
+
+def gold_allocation(design: Design) -> Allocation:
+    """The warm-up draw for a voter's first pairs: a random-control pair, uniformly (a
+    control variant, then one of its queries). Negative gold: its votes say whether the
+    voter looks at the pictures; they never enter the estimates."""
+    return _mixture(design, [pooled_rule(design, GOLD_RULE, CONTROL, 1.0)])
+
+
+def _mixture(design: Design, rules: list[Rule]) -> Allocation:
+    """The rules with outcomes and a share, their shares scaled to 1, and each cell's
+    probability under them."""
     rules = [r for r in rules if r.outcomes and r.share > 0]
     total = sum(r.share for r in rules)
     probability = [0.0] * len(design.cells)

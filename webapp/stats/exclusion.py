@@ -10,7 +10,7 @@ import hashlib
 
 import numpy as np
 
-from webapp.stats import quality, voters
+from webapp.stats import looking, quality, voters
 from webapp.stats.design import CONTROL, Design
 from webapp.stats.estimates import variant_weights
 
@@ -102,9 +102,10 @@ def most_active(indices: list[int], records: list) -> list[int]:
 
 def voter_report(votes, design: Design, positive=None, slugs=None) -> tuple[np.ndarray, dict]:
     """Fit the voter model; return (each judgment's weight, report for the team view): 0
-    for excluded voters and origins, webapp.stats.quality's omega for voters below the
-    crowd's floor without strong evidence, else 1. `positive`: per cell, positive gold
-    (None: none); `slugs`: variant names."""
+    for excluded voters and origins, else webapp.stats.quality's omega (below 1 for voters
+    below the crowd's floor without strong evidence) times webapp.stats.looking's
+    P(discerning). `positive`: per cell, positive gold (None: none); `slugs`: variant
+    names."""
     names, voter = _groups(votes["voter"])
     negative = negative_gold(design)
     on_gold = negative[votes["cell"]]
@@ -120,6 +121,10 @@ def voter_report(votes, design: Design, positive=None, slugs=None) -> tuple[np.n
         if "origin" in votes else (np.zeros(len(voter), dtype=bool), [])
     keep = ~np.isin(voter, excluded) & ~by_origin
     omega = np.array([floor.weight(r) for r in records]) if records else np.ones(0)
+    looks = looking.fit_looking(*np.array([(r.gold_votes, r.gold_dopes, r.other_votes,
+                                            r.other_dopes) for r in records]).reshape(-1, 4).T)
+    lowered = (omega < 1) & ~np.isin(np.arange(len(names)), excluded)
+    omega = omega * looks.weight
     weight = np.where(keep, omega[voter] if len(voter) else 1.0, 0.0)
     rows = [{"voter": hashlib.sha256(str(names[v]).encode()).hexdigest()[:12],
              **gold_row(records[v]),
@@ -127,8 +132,7 @@ def voter_report(votes, design: Design, positive=None, slugs=None) -> tuple[np.n
              "specificity": round(float(model.specificity[v]), 3)}
             for v in most_active(excluded, records)]
     return weight, {"voters": len(names), "excluded": len(excluded),
-                    "down_weighted": int(((omega < 1) & ~np.isin(np.arange(len(names)),
-                                                                  excluded)).sum()),
+                    "down_weighted": int(lowered.sum()), "looking": looks.summary(),
                   "excluded_origins": len(origin_rows), "listed_origins": origin_rows,
                   "excluded_judgments": int((~keep).sum()), "listed": rows,
                   "rule": floor.describe(), "gold_floor": round(floor.floor, 4),

@@ -132,10 +132,13 @@ def fit_body(design: Design, slugs: list[str], votes: dict, *, positive: np.ndar
     category (corrected), and the epoch weights of the allocation it starts.
     `positive`: per cell, positive gold; `epoch_h`: the weights each epoch's fit stored;
     `shares`: the app's rule shares; `categories`: each category's query image ids."""
-    weighted = ~np.isnan(votes["probability"])
+    gold = votes.get("gold", np.zeros(len(votes["id"]), dtype=bool))
+    legacy = np.isnan(votes["probability"])
+    weighted = ~legacy & ~gold  # warm-up gold pairs weigh voters, never variants
     weight, report = voter_report(votes, design, positive, slugs)
     weights, people = estimates.Weights(design), voter_numbers(votes)
-    out = {"judgments": int(len(votes["id"])), "legacy_judgments": int((~weighted).sum()),
+    out = {"judgments": int(len(votes["id"])), "legacy_judgments": int(legacy.sum()),
+           "gold_first_judgments": int(gold.sum()),
            "alpha": standings.ALPHA, "epsilon": standings.EPSILON, "voters": report}
     focus = None
     for name, mask, omega in (("raw", weighted, None), ("corrected", weighted & (weight > 0),

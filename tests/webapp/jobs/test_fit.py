@@ -239,3 +239,37 @@ def test_each_category_has_its_board_with_the_same_intervals(tmp_path):
     page = client.get("/leaderboard?category=Trouser")
     assert page.status_code == 200 and "Leaderboard · Trouser" in page.get_data(as_text=True)
     assert client.get("/leaderboard?category=hats").status_code == 404
+
+
+def test_warm_up_gold_weighs_voters_and_never_variants(tmp_path):
+    """Every voter's first pair is a warm-up gold pair: yes-sayers who cast four votes
+    lose their say (webapp.stats.looking), honest voters keep it, and no warm-up vote
+    enters any variant's figures."""
+    build = write_build(tmp_path / "b", n_queries=80, n_catalog=160)
+    app = make_loaded_app(tmp_path, build, DOPE_GOLD_FIRST_PAIRS=1, DOPE_GOLD_FIRST_SHARE=1.0,
+                          DOPE_TEAM_PASSWORD="pw")
+    for _ in range(30):
+        play(app, lambda control: "nope" if control else "dope", most=4)
+    for _ in range(10):
+        play(app, lambda control: "dope", most=4)
+    assert app.test_cli_runner().invoke(args=["fit"]).exit_code == 0
+    with app.app_context():
+        body = json.loads(db.session.scalars(sa.select(FitResult.body)).one())
+        gold = db.session.scalar(sa.select(sa.func.count()).select_from(Vote)
+                                 .where(Vote.reason == "gold"))
+    assert gold == body["gold_first_judgments"] == 40
+    assert body["raw"]["judgments"] == body["corrected"]["judgments"] == 40 * 3
+    looking = body["voters"]["looking"]
+    assert looking["below_half"] == 10 and 0.1 < looking["indiscriminate_share"] < 0.4
+    assert body["voters"]["excluded"] == 0  # too few votes for the floor: weighed, not dropped
+    client = app.test_client()
+    client.get("/team/")
+    with client.session_transaction() as session:
+        session["team"] = True
+    page = client.get("/team/").get_data(as_text=True)
+    assert "10 voter(s) count for less than half" in page
+
+    out = tmp_path / "votes.jsonl"
+    assert app.test_cli_runner().invoke(args=["export-votes", str(out)]).exit_code == 0
+    rows = [json.loads(line) for line in out.read_text().splitlines()[1:]]
+    assert sum(r["reason"] == "gold" for r in rows) == 40

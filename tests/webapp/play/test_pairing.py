@@ -214,3 +214,30 @@ def test_voters_evicted_from_the_memo_are_read_again(loaded, monkeypatch, limit)
         rows = voter_pairs(loaded, voter_of(c))
         assert len(rows) > 20
         assert_no_repeats(rows)
+
+
+def test_a_new_voters_first_pairs_can_be_warm_up_gold_outside_the_mixture(tmp_path, build_dir):
+    app = make_loaded_app(tmp_path, build_dir, DOPE_GOLD_FIRST_PAIRS=2,
+                          DOPE_GOLD_FIRST_SHARE=1.0)
+    client = app.test_client()
+    for _ in range(4):
+        client.get("/api/pair")
+    with app.app_context():
+        rows = db.session.execute(
+            sa.select(IssuedToken.reason, IssuedToken.probability, Variant.control)
+            .join(Pair, Pair.id == IssuedToken.pair_id)
+            .join(Variant, Variant.id == Pair.variant_id).order_by(IssuedToken.id)).all()
+        controls = db.session.scalar(sa.select(sa.func.count()).select_from(Pair)
+                                     .join(Variant).where(Variant.control, Pair.rank == 1))
+    assert [r.reason for r in rows[:2]] == ["gold", "gold"] and all(r.control for r in rows[:2])
+    assert rows[0].probability == pytest.approx(1 / controls)  # the warm-up's own draw
+    assert all(r.reason != "gold" and not r.control for r in rows[2:])  # control share 0
+
+
+def test_the_warm_up_share_is_respected(tmp_path, build_dir):
+    app = make_loaded_app(tmp_path, build_dir, DOPE_GOLD_FIRST_PAIRS=3,
+                          DOPE_GOLD_FIRST_SHARE=0.34)
+    for _ in range(300):
+        app.test_client().get("/api/pair")  # new voters: each first pair may be gold
+    share = [row[3] for row in served(app)].count(True) / 300
+    assert 0.26 < share < 0.42
