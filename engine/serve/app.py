@@ -4,8 +4,10 @@ Plain WSGI (the engine never imports the web app's Flask): one Searcher, loaded 
 (under gunicorn `--preload`, before the workers fork, so they share it).
 
     POST /v1/search?k=10     body: the photo's bytes (JPEG, PNG or WebP)
-        200 {"build_id", "k", "seconds", "variants": {slug: [{"image_id", "distance"}]}}
+        200 {"build_id", "k", "seconds",
+             "variants": {slug: [{"image_id", "category", "distance"}]}}
         400 / 413 / 415 / 422 {"error", "message"}: engine.serve.photos says why
+    GET /v1/thumbnails/<image id>   a catalog item's thumbnail (PNG or JPEG); 404 unknown
     GET /v1/health           200 {"status": "ok", "build_id", "variants", "load_seconds"}
 
 With DOPE_SERVICE_SECRET set, every request must carry it in `X-Dope-Service-Secret`
@@ -24,6 +26,7 @@ from engine.serve.photos import MAX_BYTES, PhotoError, read_photo
 from engine.serve.searcher import MAX_K, Searcher
 
 SECRET_HEADER = "HTTP_X_DOPE_SERVICE_SECRET"
+THUMBNAILS = "/v1/thumbnails/"
 REASONS = {200: "OK", 400: "Bad Request", 401: "Unauthorized", 404: "Not Found",
            405: "Method Not Allowed", 413: "Content Too Large", 415: "Unsupported Media Type",
            422: "Unprocessable Content", 500: "Internal Server Error"}
@@ -32,18 +35,20 @@ REASONS = {200: "OK", 400: "Bad Request", 401: "Unauthorized", 404: "Not Found",
 class QueryService:
     """The WSGI callable around one Searcher."""
 
-    def __init__(self, searcher: Searcher, secret: str | None = None):
-        self.searcher, self.secret = searcher, secret or None
+    def __init__(self, searcher: Searcher, secret: str | None = None, thumbnails=None):
+        self.searcher, self.secret, self.thumbnails = searcher, secret or None, thumbnails
 
     def __call__(self, environ, start_response):
         try:
             status, body = self.route(environ)
         except PhotoError as exc:
             status, body = exc.status, _error("bad_photo", str(exc))
-        data = json.dumps(body).encode()
+        data, kind = body if isinstance(body, tuple) else (json.dumps(body).encode(),
+                                                           "application/json")
         start_response(f"{status} {REASONS[status]}",
-                       [("Content-Type", "application/json"),
-                        ("Content-Length", str(len(data))), ("Cache-Control", "no-store")])
+                       [("Content-Type", kind), ("Content-Length", str(len(data))),
+                        ("Cache-Control", "no-store" if kind == "application/json"
+                         else "public, max-age=86400")])
         return [data]
 
     def route(self, environ) -> tuple[int, dict]:
@@ -57,7 +62,12 @@ class QueryService:
         if path == "/v1/search":
             return self.search(environ) if method == "POST" else \
                 (405, _error("method_not_allowed", "POST a photo to /v1/search"))
-        return 404, _error("not_found", "routes: POST /v1/search, GET /v1/health")
+        if path.startswith(THUMBNAILS) and self.thumbnails is not None:
+            found = self.thumbnails.get(path[len(THUMBNAILS):]) if method == "GET" else None
+            return (200, found) if found else \
+                (404, _error("not_found", "no catalog item with that image id"))
+        return 404, _error("not_found", "routes: POST /v1/search, GET /v1/health, "
+                                        "GET /v1/thumbnails/<image id>")
 
     def health(self) -> dict:
         s = self.searcher
@@ -101,6 +111,9 @@ def _error(code: str, message: str) -> dict:
 def from_env() -> QueryService:
     """gunicorn's app factory: the build in DOPE_SERVICE_BUILD, the device in
     DOPE_SERVICE_DEVICE (cpu), the secret in DOPE_SERVICE_SECRET."""
+    from engine.serve.thumbnails import Thumbnails
+
     searcher = Searcher(os.environ["DOPE_SERVICE_BUILD"],
                         device=os.environ.get("DOPE_SERVICE_DEVICE", "cpu"))
-    return QueryService(searcher, os.environ.get("DOPE_SERVICE_SECRET"))
+    return QueryService(searcher, os.environ.get("DOPE_SERVICE_SECRET"),
+                        Thumbnails(searcher.build))

@@ -87,6 +87,7 @@ class Searcher:
         state, o = self.build.state, self.build.options
         table = self.build.table
         self.catalog_rows, self.image_id = table.catalog_rows, table.image_id
+        self.category = [row["category"] for row in table.rows]
         self.build_id = self.build.manifest["build_id"]
         self.variants = [self._variant(v, o) for v in variants_of(state)]
         self.embedder = Embedder(sorted({v.feature_key for v in self.variants}),
@@ -109,7 +110,7 @@ class Searcher:
 
     def search(self, photos: list, k: int) -> list[dict[str, list[dict]]]:
         """Return, per photo, {variant slug: its k nearest catalog items, nearest first:
-        [{"image_id", "distance"}]}."""
+        [{"image_id", "category", "distance"}]}."""
         k = max(1, min(k, MAX_K, len(self.catalog_rows)))
         features = self.embedder.embed(photos)
         none = [set()] * len(photos)
@@ -119,6 +120,7 @@ class Searcher:
                                    item_rows=self.catalog_rows, exclude=none)
             for p in range(len(photos)):
                 answers[p][v.slug] = [
-                    {"image_id": self.image_id[row], "distance": round(float(d), 5)}
+                    {"image_id": self.image_id[row], "category": self.category[row],
+                     "distance": round(float(d), 5)}
                     for row, d in zip(found.idx[p], found.dist[p], strict=True) if row >= 0]
         return answers

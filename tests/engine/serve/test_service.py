@@ -18,6 +18,7 @@ from PIL import Image
 
 from engine.builder.catalog import DEFAULT_PATHS, load_catalog
 from engine.cli.main import main
+from engine.formats.builddir import thumbnail_bytes
 from engine.serve.app import QueryService
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -138,6 +139,13 @@ def test_a_catalog_image_sent_as_a_photo_finds_itself_with_every_variant(tmp_pat
                 # itself, up to float16 rounding: far nearer than the next item
                 assert found[0]["distance"] <= 1e-3 * max(1.0, found[1]["distance"]), slug
         assert _get(url + "/v1/search", b"not an image")[0] == 415
+        # a match's picture, made as the build makes thumbnails, for any catalog item
+        row = int(catalog.catalog_indices[-1])
+        with urllib.request.urlopen(f"{url}/v1/thumbnails/{catalog.image_id[row]}") as r:
+            assert r.headers["Content-Type"] == "image/png"
+            assert r.read() == thumbnail_bytes(catalog[row])[0]
+        assert _get(url + "/v1/thumbnails/no-such-item")[0] == 404
+        assert found[0]["category"] in catalog.categories
     finally:
         server.terminate()
         server.wait(timeout=30)
