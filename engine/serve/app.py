@@ -3,9 +3,11 @@
 Plain WSGI (the engine never imports the web app's Flask): one Searcher, loaded once
 (under gunicorn `--preload`, before the workers fork, so they share it).
 
-    POST /v1/search?k=10     body: the photo's bytes (JPEG, PNG or WebP)
+    POST /v1/search?k=10[&features=1][&keep=1]   body: the photo's bytes (JPEG, PNG, WebP)
         200 {"build_id", "k", "seconds",
-             "variants": {slug: [{"image_id", "category", "distance"}]}}
+             "variants": {slug: [{"image_id", "category", "distance"}]},
+             "features": {key: base64 little-endian float16 row}   (features=1)
+             "photo": base64 JPEG, upright, without metadata}      (keep=1)
         400 / 413 / 415 / 422 {"error", "message"}: engine.serve.photos says why
     GET /v1/thumbnails/<image id>   a catalog item's thumbnail (PNG or JPEG); 404 unknown
     GET /v1/health           200 {"status": "ok", "build_id", "variants", "load_seconds"}
@@ -16,13 +18,16 @@ With DOPE_SERVICE_SECRET set, every request must carry it in `X-Dope-Service-Sec
 
 from __future__ import annotations
 
+import base64
 import hmac
 import json
 import os
 import time
 from urllib.parse import parse_qs
 
-from engine.serve.photos import MAX_BYTES, PhotoError, read_photo
+import numpy as np
+
+from engine.serve.photos import MAX_BYTES, PhotoError, clean_jpeg, read_photo
 from engine.serve.searcher import MAX_K, Searcher
 
 SECRET_HEADER = "HTTP_X_DOPE_SERVICE_SECRET"
@@ -76,11 +81,18 @@ class QueryService:
 
     def search(self, environ) -> tuple[int, dict]:
         started = time.perf_counter()
-        k = _k(environ.get("QUERY_STRING", ""))
+        query = environ.get("QUERY_STRING", "")
+        k, asked = _k(query), parse_qs(query)
         photo = read_photo(_body(environ))
-        answer = self.searcher.search([photo], k)[0]
-        return 200, {"build_id": self.searcher.build_id, "k": k, "variants": answer,
-                     "seconds": round(time.perf_counter() - started, 4)}
+        features = self.searcher.embedder.embed([photo])
+        answer = self.searcher.search_features(features, 1, k)[0]
+        out = {"build_id": self.searcher.build_id, "k": k, "variants": answer}
+        if asked.get("features") == ["1"]:  # float16 rows, base64: what retraining reads
+            out["features"] = {key: base64.b64encode(np.ascontiguousarray(
+                rows[0], dtype="<f2").tobytes()).decode() for key, rows in features.items()}
+        if asked.get("keep") == ["1"]:  # the photo as searched: upright, no metadata
+            out["photo"] = base64.b64encode(clean_jpeg(photo)).decode()
+        return 200, {**out, "seconds": round(time.perf_counter() - started, 4)}
 
 
 def _k(query: str) -> int:

@@ -53,3 +53,16 @@ def read_photo(data: bytes) -> Image.Image:
         raise PhotoError(422, f"the photo could not be decoded ({exc})") from None
     rgb = ImageOps.exif_transpose(image).convert("RGB")
     return Image.frombytes("RGB", rgb.size, rgb.tobytes())  # pixels only: no EXIF, no info
+
+
+KEPT_SIDE = 1024  # a kept photo's long side at most
+
+
+def clean_jpeg(image: Image.Image) -> bytes:
+    """Return an upright photo (read_photo's) as a JPEG with no metadata, its long side
+    at most KEPT_SIDE: what is stored when someone lets the site keep their photo."""
+    image = image.copy()
+    image.thumbnail((KEPT_SIDE, KEPT_SIDE))
+    out = io.BytesIO()
+    image.convert("RGB").save(out, format="JPEG", quality=88)
+    return out.getvalue()

@@ -111,14 +111,18 @@ class Searcher:
     def search(self, photos: list, k: int) -> list[dict[str, list[dict]]]:
         """Return, per photo, {variant slug: its k nearest catalog items, nearest first:
         [{"image_id", "category", "distance"}]}."""
+        return self.search_features(self.embedder.embed(photos), len(photos), k)
+
+    def search_features(self, features: dict[str, np.ndarray], photos: int,
+                        k: int) -> list[dict[str, list[dict]]]:
+        """search() for photos already embedded ({feature key: rows})."""
         k = max(1, min(k, MAX_K, len(self.catalog_rows)))
-        features = self.embedder.embed(photos)
-        none = [set()] * len(photos)
-        answers: list[dict] = [{} for _ in photos]
+        none = [set()] * photos
+        answers: list[dict] = [{} for _ in range(photos)]
         for v in self.variants:
             found = v.index.search(v.space.vectors(features[v.feature_key]), k,
                                    item_rows=self.catalog_rows, exclude=none)
-            for p in range(len(photos)):
+            for p in range(photos):
                 answers[p][v.slug] = [
                     {"image_id": self.image_id[row], "category": self.category[row],
                      "distance": round(float(d), 5)}

@@ -7,7 +7,7 @@ import zlib
 import pytest
 from PIL import Image
 
-from engine.serve.photos import MAX_PIXELS, PhotoError, read_photo
+from engine.serve.photos import MAX_PIXELS, PhotoError, clean_jpeg, read_photo
 
 
 def _bytes(image: Image.Image, fmt: str, **kw) -> bytes:
@@ -40,6 +40,8 @@ def test_the_exif_orientation_is_applied_and_the_metadata_dropped():
     photo = read_photo(data)
     assert photo.size == (20, 60)  # stood up
     assert not photo.getexif() and not photo.info.get("exif")
+    kept = Image.open(io.BytesIO(clean_jpeg(photo)))  # what is stored, with consent
+    assert kept.size == (20, 60) and not kept.getexif() and "exif" not in kept.info
 
 
 @pytest.mark.parametrize("data, status, words", [

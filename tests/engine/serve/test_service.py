@@ -1,6 +1,7 @@
 """The query service: its routes and refusals (a stand-in searcher), and end to end, a
 real gunicorn over a small real build answering with every variant's matches."""
 
+import base64
 import io
 import json
 import os
@@ -12,6 +13,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+import numpy as np
 import pytest
 from click.testing import CliRunner
 from PIL import Image
@@ -30,8 +32,15 @@ class StandIn:
     build_id, load_seconds, catalog_rows = "b1", 0.1, [0, 1, 2]
     variants = [type("V", (), {"slug": "a"})(), type("V", (), {"slug": "b"})()]
 
-    def search(self, photos, k):
-        return [{"a": [{"image_id": "x", "distance": 0.0}] * k, "b": []} for _ in photos]
+    def __init__(self):
+        self.embedder = self
+
+    def embed(self, photos):
+        return {"n.l": np.full((len(photos), 3), 0.5, np.float16)}
+
+    def search_features(self, features, photos, k):
+        return [{"a": [{"image_id": "x", "distance": 0.0}] * k, "b": []}
+                for _ in range(photos)]
 
 
 def call(app, method, path, body=b"", query="", headers=None):
@@ -59,6 +68,12 @@ def test_routes_answers_and_refusals():
     assert call(app, "POST", "/v1/search", b"")[0] == 400
     assert call(app, "POST", "/v1/search", b"%PDF-1.4")[0] == 415
     assert call(app, "GET", "/v1/search")[0] == 405
+    assert "features" not in body and "photo" not in body
+    body = call(app, "POST", "/v1/search", png(), "k=1&features=1&keep=1")[1]
+    row = np.frombuffer(base64.b64decode(body["features"]["n.l"]), "<f2")
+    assert row.tolist() == [0.5, 0.5, 0.5]
+    kept = Image.open(io.BytesIO(base64.b64decode(body["photo"])))
+    assert kept.format == "JPEG" and kept.size == (16, 16) and not kept.getexif()
     assert call(app, "GET", "/elsewhere")[0] == 404
 
 
