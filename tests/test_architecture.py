@@ -26,7 +26,8 @@ LAYERS = {
                {"engine.__main__"}],
     "webapp": [{"webapp.stats"}, {"webapp.config", "webapp.extensions"},
                {"webapp.models", "webapp.http"}, {"webapp.jobs"},
-               {"webapp.play", "webapp.reports"}, {"webapp.views"}, {"webapp.cli"}, {"webapp"}],
+               {"webapp.play", "webapp.reports"}, {"webapp.tryout"}, {"webapp.views"},
+               {"webapp.cli"}, {"webapp"}],
 }
 SEAM = {"engine": ("webapp", "flask", "sqlalchemy", "werkzeug", "alembic"),
         "webapp": ("engine", "torch", "torchvision", "annoy")}

@@ -31,11 +31,9 @@ def create_app(test_config=None):
     fastsql.init_app(app)
     migrate.init_app(app, db, directory=str(ROOT / "migrations"))
 
-    from webapp.views import api, game, leaderboard, team
-    app.register_blueprint(game.bp)
-    app.register_blueprint(api.bp)
-    app.register_blueprint(leaderboard.bp)
-    app.register_blueprint(team.bp)
+    from webapp.views import api, game, leaderboard, team, tryout
+    for blueprint in (game.bp, api.bp, leaderboard.bp, team.bp, tryout.bp, tryout.api):
+        app.register_blueprint(blueprint)
 
     from webapp import cli
     cli.init_app(app)

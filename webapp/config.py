@@ -56,6 +56,20 @@ DEFAULTS = {
     "DOPE_TEAM_PASSWORD": None,
     "DOPE_DEMO": False,
     "DOPE_FAST_PATH": True,  # webapp/play/fastpath.py; 0 sends every request through Flask
+    # The try-it-out page (webapp/tryout): the engine's query service (`python -m engine
+    # serve`), its shared secret (X-Dope-Service-Secret) and how long to wait for it; the
+    # matches asked per variant; the largest photo accepted.
+    "DOPE_SERVICE_URL": "http://127.0.0.1:8100",
+    "DOPE_SERVICE_SECRET": "",
+    "DOPE_SERVICE_TIMEOUT": 20.0,
+    "DOPE_TRY_K": 5,
+    "DOPE_MAX_PHOTO_BYTES": 15 * 2**20,
+    "DOPE_PHOTO_DIR": None,  # instance/photos: photos kept with consent, never served
+    # Photos searched per client address: each costs the service a full pass of every
+    # network, so far fewer than pairs.
+    "DOPE_ADDRESS_PHOTO_BURST": 10,
+    "DOPE_ADDRESS_PHOTO_RATE": 0.05,
+    "DOPE_ADDRESS_PHOTOS_PER_HOUR": 120,
 }
 
 
@@ -142,6 +156,8 @@ def finish(config, instance_path: str, environ=os.environ) -> None:
     config["SQLALCHEMY_ENGINE_OPTIONS"] = options
     if not config.get("DOPE_IMAGE_DIR"):
         config["DOPE_IMAGE_DIR"] = os.path.join(instance_path, "images")
+    if not config.get("DOPE_PHOTO_DIR"):
+        config["DOPE_PHOTO_DIR"] = os.path.join(instance_path, "photos")
     if not config.get("DOPE_TEAM_PASSWORD") and config.get("DOPE_DEMO"):
         config["DOPE_TEAM_PASSWORD"] = DEMO_TEAM_PASSWORD
     if not environ.get(WARNINGS_SAID):

@@ -177,6 +177,56 @@ class Vote(db.Model):
         return f"<Vote {self.id} {self.verdict}>"
 
 
+class Upload(db.Model):
+    """A photo someone tried on the try-it-out page (webapp/tryout). The photo itself is
+    kept only with its voter's consent (`photo_file`, upright and without metadata); its
+    features (float16, base64 JSON per feature key) and the matches always are."""
+
+    id: so.Mapped[int] = so.mapped_column(primary_key=True)
+    nonce: so.Mapped[str] = so.mapped_column(sa.String(32), unique=True)  # the page's handle
+    voter_id: so.Mapped[str] = so.mapped_column(sa.ForeignKey(Voter.id), index=True)
+    created_at: so.Mapped[datetime] = so.mapped_column(default=utcnow)
+    origin: so.Mapped[str | None] = so.mapped_column(sa.String(16))
+    service_build: so.Mapped[str] = so.mapped_column(sa.String(128))  # the build searched
+    photo_file: so.Mapped[str | None] = so.mapped_column(sa.String(80))
+    features: so.Mapped[str | None] = so.mapped_column(sa.Text)
+
+
+class UploadMatch(db.Model):
+    """One variant's rank-r catalog match for an upload. `nonce` is what the page holds
+    of it: nothing in it names the variant."""
+
+    __table_args__ = (sa.UniqueConstraint("upload_id", "variant_id", "rank"),)
+
+    id: so.Mapped[int] = so.mapped_column(primary_key=True)
+    nonce: so.Mapped[str] = so.mapped_column(sa.String(32), unique=True)
+    upload_id: so.Mapped[int] = so.mapped_column(sa.ForeignKey(Upload.id))
+    variant_id: so.Mapped[int] = so.mapped_column(sa.ForeignKey(Variant.id))
+    rank: so.Mapped[int]
+    image_id: so.Mapped[int] = so.mapped_column(sa.ForeignKey(Image.id))
+    distance: so.Mapped[float] = so.mapped_column(sa.Float)
+
+
+class UploadVote(db.Model):
+    """A judgment of an upload's match image. It judges the image: at rank 1 it counts
+    for every variant whose first match that image is (pooled, as in the game); a "next
+    one" (rank > 1) was asked for after a nope, for the variant `match_id` names."""
+
+    __table_args__ = (sa.UniqueConstraint("upload_id", "image_id", "voter_id"),)
+
+    id: so.Mapped[int] = so.mapped_column(primary_key=True)
+    upload_id: so.Mapped[int] = so.mapped_column(sa.ForeignKey(Upload.id), index=True)
+    match_id: so.Mapped[int] = so.mapped_column(sa.ForeignKey(UploadMatch.id))
+    image_id: so.Mapped[int] = so.mapped_column(sa.ForeignKey(Image.id))
+    rank: so.Mapped[int]
+    voter_id: so.Mapped[str] = so.mapped_column(sa.ForeignKey(Voter.id))
+    verdict: so.Mapped[str] = so.mapped_column(sa.String(8))
+    nope_reason: so.Mapped[str | None] = so.mapped_column(sa.String(12))
+    created_at: so.Mapped[datetime] = so.mapped_column(default=utcnow)
+    decision_ms: so.Mapped[int | None]
+    origin: so.Mapped[str | None] = so.mapped_column(sa.String(16))
+
+
 class FitResult(db.Model):
     """One run of the periodic fit (webapp/jobs/fit.py): its figures as JSON, and the newest
     vote it read. The leaderboard reads the newest row."""

@@ -1,8 +1,11 @@
 import shutil
+import threading
 from pathlib import Path
+from wsgiref.simple_server import make_server
 
 import pytest
 from buildmaker import write_build
+from tryout_standin import Quiet, StandInService
 
 from webapp import create_app
 from webapp.extensions import db
@@ -76,3 +79,17 @@ def cast(client, verdict="dope", **extra):
     vote = client.post("/api/vote", json={"token": pair.json["token"], "verdict": verdict,
                                           **extra})
     return pair, vote
+
+
+@pytest.fixture
+def service(build_dir):
+    """A stand-in for the engine's query service on a real local port
+    (tests/webapp/tryout_standin.py), answering from the test build's catalog."""
+    stand_in = StandInService(build_dir)
+    server = make_server("127.0.0.1", 0, stand_in, handler_class=Quiet)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    stand_in.url = f"http://127.0.0.1:{server.server_port}"
+    yield stand_in
+    server.shutdown()
+    server.server_close()

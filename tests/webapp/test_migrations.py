@@ -23,7 +23,8 @@ def test_upgrade_downgrade_upgrade(tmp_path):
     with app.app_context():
         upgrade()
         assert tables(app) == {"build", "variant", "image", "pair", "voter", "issued_token",
-                               "vote", "rate_bucket", "fit_result"}
+                               "vote", "rate_bucket", "fit_result", "upload",
+                               "upload_match", "upload_vote"}
         downgrade(revision="base")
         assert tables(app) == set()
         upgrade()
