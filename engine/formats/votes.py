@@ -22,8 +22,12 @@ COLUMNS = ["vote_id", "query_id", "match_id", "variant", "verdict", "created_at"
            "decision_ms", "voter", "build_id"]
 # Added within format 1: why the game served the pair and the probability the
 # allocation gave its image pair (docs/statistics.md). Empty for older votes.
-OPTIONAL_COLUMNS = ["reason", "probability"]
+# Then the try-it-out page's: `source` "catalog" (the game) or "photo" (a visitor's
+# photo, query id photo:<handle>), the match's `rank` and a nope's `nope_reason`.
+OPTIONAL_COLUMNS = ["reason", "probability", "source", "rank", "nope_reason"]
 REASONS = ("uniform", "adaptive", "control", "gold")
+SOURCES = ("catalog", "photo")
+NOPE_REASONS = ("colour", "pattern", "shape", "type")
 VERDICTS = ("dope", "nope", "skip")
 SUFFIXES = (".jsonl", ".csv")
 MAX_ERRORS = 5
@@ -48,6 +52,9 @@ class Vote:
     build_id: str
     reason: str | None = None
     probability: float | None = None
+    source: str = "catalog"
+    rank: int | None = None
+    nope_reason: str | None = None
 
     @property
     def judged(self) -> bool:
@@ -143,7 +150,24 @@ def parse_vote(obj: dict) -> Vote:
                 voter=_str_field(obj["voter"], "voter"),
                 build_id=_str_field(obj["build_id"], "build_id"),
                 reason=_reason_field(obj.get("reason")),
-                probability=_probability_field(obj.get("probability")))
+                probability=_probability_field(obj.get("probability")),
+                **_photo_fields(obj, verdict))
+
+
+def _photo_fields(obj: dict, verdict: str) -> dict:
+    """The try-it-out columns: source, rank and nope_reason (absent: a catalog vote)."""
+    source = obj.get("source") or "catalog"
+    if source not in SOURCES:
+        raise ValueError(f"source must be one of {', '.join(SOURCES)}, not {source!r}")
+    rank = _int_field(obj.get("rank"), "rank", optional=True) \
+        if obj.get("rank") not in (None, "") else None
+    if rank is not None and rank < 1:
+        raise ValueError("rank must be at least 1")
+    reason = obj.get("nope_reason") or None
+    if reason is not None and (reason not in NOPE_REASONS or verdict != "nope"):
+        raise ValueError(f"nope_reason goes with a nope and is one of "
+                         f"{', '.join(NOPE_REASONS)}, not {reason!r}")
+    return {"source": source, "rank": rank, "nope_reason": reason}
 
 
 def check_header(obj, path) -> dict:
@@ -184,10 +208,12 @@ def _csv_records(text: str, path):
     reader = csv.DictReader(io.StringIO(text))
     if reader.fieldnames is None:
         raise VoteFileError(f"{path}: empty file (a vote CSV starts with its column names)")
-    if list(reader.fieldnames) not in (COLUMNS, COLUMNS + OPTIONAL_COLUMNS):
+    # Older exports stop after some of the optional columns (reason, probability).
+    known = [COLUMNS + OPTIONAL_COLUMNS[:n] for n in range(len(OPTIONAL_COLUMNS) + 1)]
+    if list(reader.fieldnames) not in known:
         raise VoteFileError(f"{path}: the columns are {','.join(reader.fieldnames)}; a vote "
                             f"export has {','.join(COLUMNS)}, then optionally "
-                            f"{','.join(OPTIONAL_COLUMNS)}")
+                            f"{','.join(OPTIONAL_COLUMNS)} (in that order, or the first few)")
     return {}, [(number, row) for number, row in enumerate(reader, start=2)]
 
 

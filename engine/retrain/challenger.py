@@ -61,6 +61,8 @@ def usable_votes(votes, rows: dict[str, int]) -> tuple[list, dict]:
     for v in votes:
         if not v.judged:
             counts["skips"] += 1
+        elif v.source == "photo":  # a visitor's photo: not a build row (left for later)
+            counts["photo_votes"] += 1
         elif v.query_id not in rows or v.match_id not in rows:
             counts["unknown_images"] += 1
         else:

@@ -14,11 +14,13 @@ import sqlalchemy as sa
 import sqlalchemy.orm as so
 
 from webapp.extensions import db
-from webapp.models import Build, Image, Pair, Variant, Vote
+from webapp.models import Build, Image, Pair, Upload, UploadMatch, UploadVote, Variant, Vote
 
 FORMAT_VERSION = 1
 COLUMNS = ["vote_id", "query_id", "match_id", "variant", "verdict", "created_at",
-           "decision_ms", "voter", "build_id", "reason", "probability"]
+           "decision_ms", "voter", "build_id", "reason", "probability", "source", "rank",
+           "nope_reason"]
+PHOTO_QUERY = "photo:"  # a tried photo's query id: photo:<its handle>
 
 
 def _iso(moment: datetime) -> str:
@@ -41,7 +43,30 @@ def vote_rows(batch: int = 2000) -> Iterator[dict]:
     for row in db.session.execute(stmt):
         voter = hashlib.sha256(salt + row[7].encode()).hexdigest()[:12]
         yield dict(zip(COLUMNS, [row[0], row[1], row[2], row[3], row[4], _iso(row[5]),
-                                 row[6], voter, row[8], row[9], row[10]], strict=True))
+                                 row[6], voter, row[8], row[9], row[10], "catalog", 1, None],
+                       strict=True))
+    yield from photo_vote_rows(salt, batch)
+
+
+def photo_vote_rows(salt: bytes, batch: int = 2000) -> Iterator[dict]:
+    """Yield the try-it-out votes (source "photo"): the query is the tried photo, the
+    match a catalog item, the variant the one whose match (at `rank`) was shown; a
+    first match (rank 1) judges every variant that returns it too. Vote ids are their
+    own sequence."""
+    stmt = (sa.select(UploadVote.id, Upload.nonce, Image.image_id, Variant.slug,
+                      UploadVote.verdict, UploadVote.created_at, UploadVote.decision_ms,
+                      UploadVote.voter_id, Upload.service_build, UploadVote.rank,
+                      UploadVote.nope_reason)
+            .join(Upload, Upload.id == UploadVote.upload_id)
+            .join(UploadMatch, UploadMatch.id == UploadVote.match_id)
+            .join(Image, Image.id == UploadVote.image_id)
+            .join(Variant, Variant.id == UploadMatch.variant_id)
+            .order_by(UploadVote.id).execution_options(yield_per=batch))
+    for row in db.session.execute(stmt):
+        voter = hashlib.sha256(salt + row[7].encode()).hexdigest()[:12]
+        yield dict(zip(COLUMNS, [row[0], PHOTO_QUERY + row[1], row[2], row[3], row[4],
+                                 _iso(row[5]), row[6], voter, row[8], None, None, "photo",
+                                 row[9], row[10]], strict=True))
 
 
 def header() -> dict:

@@ -20,6 +20,7 @@ from flask import current_app
 
 from webapp.extensions import db
 from webapp.jobs.fit_store import newest_vote_id
+from webapp.jobs.photo_fit import photo_figures
 from webapp.models import FitResult, Image, Pair, Variant, Vote
 from webapp.stats.allocation import GOLD_RULE
 from webapp.stats.design import CONTROL, REAL, Design, build_design
@@ -109,6 +110,7 @@ def run_fit() -> FitResult:
         shares={"control_share": config["DOPE_CONTROL_SHARE"],
                 "adaptive_share": config["DOPE_ADAPTIVE_SHARE"]},
         categories=query_categories(design))
+    body["photos"] = photo_figures()  # "on your photos": never pooled with the above
     body["seconds"] = round(time.perf_counter() - started, 3)
     row = FitResult(last_vote_id=last, body=json.dumps(body, separators=(",", ":")),
                     epoch_weights=json.dumps(epoch_weights, separators=(",", ":")))

@@ -71,6 +71,18 @@ class StoredFit:
         body = dict(self.body, corrected=self.body.get("categories", {})[category])
         return StoredFit(self.id, self.created_at, self.last_vote_id, body)
 
+    @property
+    def has_photos(self) -> bool:
+        return bool(self.body.get("photos"))
+
+    def for_photos(self) -> StoredFit:
+        """The same fit with the "on your photos" figures as its corrected ones (KeyError
+        before any judged photo)."""
+        if not self.has_photos:
+            raise KeyError("photos")
+        return StoredFit(self.id, self.created_at, self.last_vote_id,
+                         dict(self.body, corrected=self.body["photos"]))
+
     def figures(self, slug: str, control: bool, part: str = "corrected") -> dict | None:
         """Return a variant's stored figures (the control's reference row), or None."""
         return self.body.get(part, {}).get("reference" if control else "variants", {}).get(slug)

@@ -58,14 +58,16 @@ def fit_summary(fit: StoredFit, last_vote: int) -> dict:
             "excluded_voters": fit.voters["excluded"]}
 
 
-def leaderboard(fit: StoredFit, last_vote: int, category: str | None = None) -> dict:
+def leaderboard(fit: StoredFit, last_vote: int, category: str | None = None,
+                photos: bool = False) -> dict:
     """Return every variant's row, ranked, with the stopping rule's verdict; `last_vote`
     is the newest vote's id; `category`: that category's board (its queries only; the
-    counts are the fit's, as of the fit). KeyError for a category the fit lacks."""
-    categories = fit.categories
+    counts are the fit's, as of the fit); `photos`: the "on your photos" board (the
+    try-it-out votes, never pooled). KeyError for a board the fit lacks."""
+    categories, has_photos = fit.categories, fit.has_photos
     counts = None
-    if category is not None:
-        fit = fit.for_category(category)
+    if category is not None or photos:
+        fit = fit.for_photos() if photos else fit.for_category(category)
         counts = fit.corrected.get("counts", {})
     variants = db.session.execute(sa.select(
         Variant.slug, Variant.name, Variant.dope_count, Variant.nope_count, Variant.skip_count,
@@ -92,12 +94,14 @@ def leaderboard(fit: StoredFit, last_vote: int, category: str | None = None) -> 
         "fit": fit_summary(fit, last_vote),
         "category": category,
         "categories": categories,
+        "photos": photos,
+        "photos_board": has_photos,
     }
 
 
-def current_board(category: str | None = None) -> tuple[dict, StoredFit]:
-    """Return the board (of one category, or of all) and the fit it shows; start a
-    background fit when one is due. KeyError for a category the fit has no board for."""
+def current_board(category: str | None = None, photos: bool = False) -> tuple[dict, StoredFit]:
+    """Return the board (of one category, of the photos, or of all) and the fit it shows;
+    start a background fit when one is due. KeyError for a board the fit lacks."""
     fit, last_vote = latest_fit(), newest_vote_id()
     maybe_refit(fit, last_vote)
-    return leaderboard(fit, last_vote, category), fit
+    return leaderboard(fit, last_vote, category, photos), fit

@@ -12,10 +12,13 @@ bp = Blueprint("leaderboard", __name__)
 def _board():
     """Return (board, None), or (None, (message, known categories)) for an unknown one."""
     category = request.args.get("category") or None
+    photos = request.args.get("on") == "photos"
     try:
-        return current_board(category)[0], None
+        return current_board(category, photos)[0], None
     except KeyError:
         known = current_board()[0]["categories"]
+        if photos:
+            return None, ("no photo has been judged yet: try it out at /try", known)
         return None, (f"unknown category {category!r}; the board has: "
                       f"{', '.join(known) or 'none yet (no fit)'}", known)
 

@@ -3,6 +3,7 @@ SQLite file and the real image store: upload, blind judging, "the next one", rea
 consent, refusals, the service down, per-address limits, and no variant in any byte."""
 
 import io
+import json
 import os
 
 import pytest
@@ -166,3 +167,42 @@ def test_no_variant_leaks_in_any_byte_of_a_session(tried):
     for body in bodies:
         for word in leaks:
             assert word.encode() not in body, word
+
+
+def test_photo_votes_have_their_own_board_never_pooled(tried):
+    assert tried.test_client().get("/api/leaderboard?on=photos").status_code == 404
+    for n in range(6):  # six visitors, a photo each, every first match judged
+        client = tried.test_client()
+        data = photo_bytes("PNG" if n % 2 else "JPEG")[:-2] + bytes([n, n])
+        answer = upload(client, data, kind="image/png" if n % 2 else "image/jpeg")
+        photo, step = answer.json["photo"], answer.json["first"]
+        while not step.get("done"):
+            client.post("/api/try/vote", json={"token": step["token"],
+                                               "verdict": "dope" if n % 3 else "nope"})
+            step = client.get(f"/api/try/{photo}/next").json
+    assert tried.test_cli_runner().invoke(args=["fit"]).exit_code == 0
+    client = tried.test_client()
+    photos = client.get("/api/leaderboard?on=photos").json
+    catalog = client.get("/api/leaderboard").json
+    assert photos["photos"] and catalog["photos_board"] and not catalog["photos"]
+    real = [v for v in photos["variants"] if not v["control"]]
+    assert all(v["votes"] > 0 and v["estimate"] is not None for v in real)
+    assert all(v["ci_low"] <= v["estimate"] <= v["ci_high"] for v in real)
+    assert catalog["fit"]["judgments"] == 0  # the game's board: no photo vote in it
+    page = client.get("/leaderboard?on=photos").get_data(as_text=True)
+    assert "on your photos" in page and "never" in page
+
+
+def test_the_export_carries_photo_votes_with_their_source(tried, tmp_path):
+    client = tried.test_client()
+    first = upload(client).json["first"]
+    client.post("/api/try/vote", json={"token": first["token"], "verdict": "nope",
+                                       "reason": "pattern"})
+    more = client.post("/api/try/more", json={"token": first["token"]}).json
+    client.post("/api/try/vote", json={"token": more["token"], "verdict": "dope"})
+    out = tmp_path / "votes.jsonl"
+    assert tried.test_cli_runner().invoke(args=["export-votes", str(out)]).exit_code == 0
+    rows = [json.loads(line) for line in out.read_text().splitlines()[1:]]
+    assert [(r["source"], r["rank"], r["verdict"], r["nope_reason"]) for r in rows] == [
+        ("photo", 1, "nope", "pattern"), ("photo", 2, "dope", None)]
+    assert all(r["query_id"].startswith("photo:") and r["probability"] is None for r in rows)
