@@ -8,6 +8,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 BUILD ?= build/default
 HOST ?= 127.0.0.1
 PORT ?= 8000
+SERVICE_PORT ?= 8100
 PYTEST_ARGS ?=
 
 .PHONY: setup apt venv demo build serve test lint bench clean retrain
@@ -43,11 +44,18 @@ build: setup
 	    --variants auto --image-size 64 --device auto --seed 0 --out $(BUILD); fi
 	@echo "Offline evaluation report: $(BUILD)/eval.md"
 
+# The game, and the query service the try-it-out page needs (its log: instance/service.log),
+# stopped together.
 demo: build
 	FLASK_DEBUG=$${FLASK_DEBUG:-1} $(BIN)/flask --app webapp db upgrade
 	FLASK_DEBUG=$${FLASK_DEBUG:-1} $(BIN)/flask --app webapp import-build $(BUILD)
-	@echo "Dope or Nope is at http://$(HOST):$(PORT)/  (Ctrl-C to stop)"
-	DOPE_DEMO=1 $(BIN)/gunicorn -c gunicorn.conf.py --bind $(HOST):$(PORT) 'webapp:create_app()'
+	@mkdir -p instance; \
+	$(BIN)/python -m engine serve --build $(BUILD) --bind $(HOST):$(SERVICE_PORT) --workers 1 \
+	  > instance/service.log 2>&1 & service=$$!; \
+	trap 'kill $$service 2>/dev/null; wait $$service 2>/dev/null' EXIT; \
+	echo "Dope or Nope is at http://$(HOST):$(PORT)/ and /try (Ctrl-C to stop)"; \
+	DOPE_DEMO=1 DOPE_SERVICE_URL=http://$(HOST):$(SERVICE_PORT) \
+	  $(BIN)/gunicorn -c gunicorn.conf.py --bind $(HOST):$(PORT) 'webapp:create_app()'
 
 # Votes in, a challenger out: export the demo database's votes, retrain from the latest
 # build (build/.latest names it after a first round), import the challenger. Stops
