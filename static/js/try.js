@@ -40,9 +40,23 @@
     errorEl.hidden = !text;
   }
 
-  function cropToSquare(file) {
+  function readAsDataUrl(file) {
+    // A data: URL, not a blob: one: the page's Content-Security-Policy allows only
+    // 'self' and data: images.
     return new Promise(function (resolve, reject) {
-      var url = URL.createObjectURL(file);
+      var reader = new FileReader();
+      reader.onload = function () { resolve(reader.result); };
+      reader.onerror = function () { reject(new Error("This file could not be read.")); };
+      reader.readAsDataURL(file);
+    });
+  }
+
+  function cropToSquare(file) {
+    return readAsDataUrl(file).then(function (url) { return cropUrl(url); });
+  }
+
+  function cropUrl(url) {
+    return new Promise(function (resolve, reject) {
       var img = new Image();
       img.onload = function () {
         var side = Math.min(img.naturalWidth, img.naturalHeight);
@@ -52,14 +66,12 @@
         canvas.height = out;
         canvas.getContext("2d").drawImage(img, (img.naturalWidth - side) / 2,
           (img.naturalHeight - side) / 2, side, side, 0, 0, out, out);
-        URL.revokeObjectURL(url);
         canvas.toBlob(function (blob) {
           if (blob) resolve({ blob: blob, dataUrl: canvas.toDataURL("image/jpeg", 0.9) });
           else reject(new Error("This photo could not be read."));
         }, "image/jpeg", 0.9);
       };
       img.onerror = function () {
-        URL.revokeObjectURL(url);
         reject(new Error("This file is not a photo we can read (JPEG, PNG or WebP)."));
       };
       img.src = url;
