@@ -150,14 +150,28 @@
     setState("judging");
   }
 
+  // One request at a time, in the order they were made: a reason lands before the
+  // next match is asked for.
+  var queue = Promise.resolve();
   function post(url, body) {
-    return fetch(url, { method: "POST", credentials: "same-origin",
-      headers: { "Content-Type": "application/json" }, body: JSON.stringify(body) }).then(answer);
+    var sent = queue.then(function () {
+      return fetch(url, { method: "POST", credentials: "same-origin",
+        headers: { "Content-Type": "application/json" }, body: JSON.stringify(body) });
+    }).then(answer, function () {
+      return { status: 0, body: { message: "The network failed; try again." } };
+    });
+    queue = sent.then(function () {}, function () {});
+    return sent;
   }
 
   function nextFirst() {
-    return fetch("/api/try/" + encodeURIComponent(photoId) + "/next",
-      { credentials: "same-origin" }).then(answer).then(function (r) { show(r.body); });
+    return queue.then(function () {
+      return fetch("/api/try/" + encodeURIComponent(photoId) + "/next",
+        { credentials: "same-origin" });
+    }).then(answer).then(function (r) {
+      if (r.status !== 200) showError(r.body.message || "The next match did not come; try again.");
+      else show(r.body);
+    }, function () { showError("The network failed; try again."); });
   }
 
   voteButtons.forEach(function (button) {
@@ -196,7 +210,8 @@
   root.querySelector("[data-more]").addEventListener("click", function () {
     if (!lastNope) return;
     post(root.getAttribute("data-more-url"), { token: lastNope }).then(function (r) {
-      if (r.body && r.body.done) nextFirst();
+      if (r.status !== 200) showError(r.body.message || "No next match now; try again.");
+      else if (r.body.done) nextFirst();
       else show(r.body);
     });
   });

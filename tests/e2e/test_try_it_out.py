@@ -7,16 +7,20 @@ the service stopped the page and the API say so (503, never 500)."""
 
 from __future__ import annotations
 
+import io
 import json
 import os
+import struct
 import subprocess
 import sys
 import time
 import urllib.error
 import urllib.request
+import zlib
 
 import pytest
 from e2e_harness import BIN, ROOT, free_port, running_server, stop_process
+from PIL import Image
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.timeout(600)]
 
@@ -52,6 +56,40 @@ def start_service(build, port, log_path):
     raise RuntimeError(log_path.read_text())
 
 
+def png_header_only(width: int, height: int) -> bytes:
+    """A PNG that claims width x height pixels: a decompression bomb's header."""
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(
+            ">I", zlib.crc32(kind + data))
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height,
+                                                               8, 2, 0, 0, 0))
+            + chunk(b"IDAT", zlib.compress(b"\x00" * 64)) + chunk(b"IEND", b""))
+
+
+def bad_files():
+    jpeg = io.BytesIO()
+    Image.new("RGB", (200, 200), (9, 99, 199)).save(jpeg, "JPEG")
+    return [("empty", b"", "image/jpeg", 400),
+            ("not an image", b"hello, not a picture", "image/png", 415),
+            ("20k x 20k PNG", png_header_only(20000, 20000), "image/png", 413),
+            ("truncated JPEG", jpeg.getvalue()[:len(jpeg.getvalue()) // 2], "image/jpeg", 422),
+            ("wrong content type", jpeg.getvalue(), "text/plain", 415)]
+
+
+def post_photo(url, data, kind):
+    boundary = "e2e-boundary"
+    body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"photo\"; "
+            f"filename=\"p\"\r\nContent-Type: {kind}\r\n\r\n").encode() + data + \
+        f"\r\n--{boundary}--\r\n".encode()
+    request = urllib.request.Request(url + "/api/try/photos", data=body, headers={
+        "Content-Type": f"multipart/form-data; boundary={boundary}"})
+    try:
+        with urllib.request.urlopen(request) as answer:
+            return answer.status, json.loads(answer.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
+
+
 def query_picture(build, tmp_path):
     """A query's picture (not a catalog item: the variants disagree on it), as a
     visitor's photo (a PNG file)."""
@@ -85,7 +123,8 @@ def test_a_photo_from_the_page_to_the_votes(engine_build, browser, tmp_path):
             page.wait_for_selector("[data-try][data-state='judging']", timeout=60000)
             page.click("[data-verdict='nope']")
             page.wait_for_selector("[data-after-nope]:not([hidden])")
-            page.click("[data-reason='colour']")
+            with page.expect_response("**/api/try/reason"):
+                page.click("[data-reason='colour']")
             page.click("[data-more]")
             page.wait_for_selector("[data-try][data-state='judging']")
             while page.get_attribute("[data-try]", "data-state") != "done":
@@ -96,10 +135,13 @@ def test_a_photo_from_the_page_to_the_votes(engine_build, browser, tmp_path):
                                        arg=None, timeout=30000)
                 time.sleep(0.2)
             rows = web.query("SELECT rank, verdict, nope_reason FROM upload_vote ORDER BY id")
-            assert rows[0] == (1, "nope", "colour") and rows[1][0] >= 2
-            firsts = web.query("SELECT COUNT(DISTINCT image_id) FROM upload_match WHERE rank = 1")
+            api = [(u.split("/api/")[1], r.status, r.body()[:120]) for u, r in bodies
+                   if "/api/" in u]
+            assert rows[0] == (1, "nope", "colour") and rows[1][0] >= 2, (rows, api)
             assert all(v == "dope" for _, v, _ in rows[1:])
-            assert len([r for r in rows if r[0] == 1]) == firsts[0][0] > 1  # each once
+            firsts = {i for (i,) in web.query("SELECT image_id FROM upload_match WHERE rank = 1")}
+            judged = [i for (i,) in web.query("SELECT image_id FROM upload_vote")]
+            assert len(judged) == len(set(judged)) and firsts <= set(judged)  # each once
             assert web.query("SELECT photo_file FROM upload") == [(None,)]  # no consent
             for url, response in bodies:
                 if "/api/try" in url or url.endswith("/try"):
@@ -107,14 +149,14 @@ def test_a_photo_from_the_page_to_the_votes(engine_build, browser, tmp_path):
                     for word in slugs + list(HINTS if "/api/" in url else ()):
                         assert word not in text, (url, word)
             assert not errors, errors
+            for name, data, kind, status in bad_files():  # through both servers
+                got = post_photo(web.url, data, kind)
+                assert got[0] == status and got[1]["message"], (name, got)
             stop_process(service)  # the search goes down: a 503, and the page says so
             page.goto(web.url + "/try")
             assert page.is_visible("[data-down]") and "resting" in page.inner_text("[data-down]")
-            request = urllib.request.Request(web.url + "/api/try/photos", data=b"x",
-                                             headers={"Content-Type": "image/png"})
-            with pytest.raises(urllib.error.HTTPError) as refused:
-                urllib.request.urlopen(request)
-            assert refused.value.code == 415  # a bad body is refused before the service
+            down = post_photo(web.url, bad_files()[-1][1], "image/jpeg")
+            assert down[0] == 503 and "resting" in down[1]["message"]
             context.close()
     finally:
         stop_process(service)

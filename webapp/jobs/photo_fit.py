@@ -4,7 +4,9 @@ Each tried photo is a query, its variants' first matches the cells (pooled: a ma
 variants share is one cell, judged once); the uploader judges every distinct first
 match, so each judgment is a uniform draw over the cells, probability 1 / cells. The
 same estimates, voter-clustered confidence sequences and stop as the catalog board
-(webapp.stats), never pooled with it. Votes on "the next one" (rank > 1) and skips
+(webapp.stats), never pooled with it. A vote judges the image pair (photo, match)
+whatever rank it was shown at: a "next one" that is another variant's first match
+counts for it (it is not shown twice). Skips, and next ones no variant returns first,
 are not in it.
 """
 
@@ -32,7 +34,7 @@ def photo_figures() -> dict | None:
                           [(m, v, -u, image) for m, v, u, image in firsts])
     rows = db.session.execute(sa.select(UploadVote.upload_id, UploadVote.image_id,
                                         UploadVote.voter_id, UploadVote.verdict)
-                              .where(UploadVote.rank == 1, UploadVote.verdict != "skip")
+                              .where(UploadVote.verdict != "skip")
                               .order_by(UploadVote.id)).all()
     cells = [design.cell_index.get((-u, image)) for u, image, _, _ in rows]
     kept = [(c, r) for c, r in zip(cells, rows, strict=True) if c is not None]

@@ -4,7 +4,8 @@ The page holds only nonces (webapp.models.UploadMatch.nonce) and picture URLs: n
 that names a variant. First every distinct first match (rank 1) of the photo, in random
 order, each once however many variants return it (the vote counts for all of them, as
 in the game); after a nope, "show me the next one" offers that match's variant's next
-match the voter has not judged, recorded at its rank.
+match the voter has not judged, recorded at its rank. A voter judges an image once per
+photo, whatever rank shows it (the vote judges the image pair).
 """
 
 from __future__ import annotations
