@@ -15,12 +15,14 @@ from __future__ import annotations
 import logging
 
 from flask import Blueprint, current_app, render_template, request
+from sqlalchemy.exc import OperationalError
 
 from webapp.http import ApiError, api_error, json_response, origin_ok
 from webapp.play import fastsql, limits
 from webapp.play.limits import check_address
 from webapp.play.voter import current_voter_id, ensure_voter
 from webapp.tryout import judging, service, uploads
+from webapp.views.api import database_busy
 
 bp = Blueprint("tryout", __name__)
 logger = logging.getLogger(__name__)
@@ -44,6 +46,7 @@ def page():
 
 api = Blueprint("tryout_api", __name__, url_prefix="/api/try")
 api.register_error_handler(ApiError, api_error)
+api.register_error_handler(OperationalError, database_busy)  # the game's: 503 busy
 
 
 @api.after_request
