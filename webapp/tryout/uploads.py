@@ -39,21 +39,26 @@ def store_file(directory: str, data: bytes, ext: str) -> str:
     return name
 
 
-def catalog_image(image_id: str, category: str) -> Image:
-    """Return the Image row of a catalog item, fetching its picture if it has none."""
-    row = db.session.scalars(sa.select(Image).where(Image.image_id == image_id)
-                             .order_by(Image.id.desc()).limit(1)).first()
-    if row is not None:
-        return row
-    data = service.thumbnail(image_id)
-    kind = image_kind(data)
-    if kind is None:
-        raise service.ServiceDown(f"the picture of {image_id} is not an image")
-    name = store_file(current_app.config["DOPE_IMAGE_DIR"], data, EXTENSIONS[kind])
-    row = Image(image_id=image_id, file=name, category=str(category or "")[:128] or "unknown")
-    db.session.add(row)
-    db.session.flush()
-    return row
+def catalog_images(found: dict[str, str]) -> dict[str, int]:
+    """Return {image id: Image row id} for catalog items ({image id: category}), one
+    query for those stored; a picture is fetched for each of the others."""
+    known: dict[str, int] = {}
+    for image_id, row_id in db.session.execute(
+            sa.select(Image.image_id, Image.id).where(Image.image_id.in_(list(found)))
+            .order_by(Image.id)):
+        known[image_id] = row_id  # the newest row wins
+    for image_id in sorted(set(found) - set(known)):
+        data = service.thumbnail(image_id)
+        kind = image_kind(data)
+        if kind is None:
+            raise service.ServiceDown(f"the picture of {image_id} is not an image")
+        name = store_file(current_app.config["DOPE_IMAGE_DIR"], data, EXTENSIONS[kind])
+        row = Image(image_id=image_id, file=name,
+                    category=str(found[image_id] or "")[:128] or "unknown")
+        db.session.add(row)
+        db.session.flush()
+        known[image_id] = row.id
+    return known
 
 
 def create_upload(voter_id: str, origin: str | None, answer: dict) -> Upload:
@@ -64,6 +69,8 @@ def create_upload(voter_id: str, origin: str | None, answer: dict) -> Upload:
     known = {slug: found for slug, found in answer["variants"].items() if slug in variants}
     if not any(known.values()):
         raise service.ServiceDown("the query service searches a build this site does not show")
+    images = catalog_images({str(m["image_id"]): m.get("category", "")
+                             for found in known.values() for m in found})
     upload = Upload(nonce=new_voter_id(), voter_id=voter_id, origin=origin,
                     service_build=str(answer.get("build_id", ""))[:128],
                     features=json.dumps(answer.get("features") or {}))
@@ -71,12 +78,11 @@ def create_upload(voter_id: str, origin: str | None, answer: dict) -> Upload:
         upload.photo_file = _keep_photo(answer["photo"])
     db.session.add(upload)
     db.session.flush()
-    for slug, found in known.items():
-        for rank, match in enumerate(found, start=1):
-            image = catalog_image(str(match["image_id"]), match.get("category", ""))
-            db.session.add(UploadMatch(nonce=new_voter_id(), upload_id=upload.id,
-                                       variant_id=variants[slug], rank=rank, image_id=image.id,
-                                       distance=float(match.get("distance", 0.0))))
+    db.session.execute(sa.insert(UploadMatch), [
+        {"nonce": new_voter_id(), "upload_id": upload.id, "variant_id": variants[slug],
+         "rank": rank, "image_id": images[str(m["image_id"])],
+         "distance": float(m.get("distance", 0.0))}
+        for slug, found in known.items() for rank, m in enumerate(found, start=1)])
     db.session.commit()
     return upload
 
