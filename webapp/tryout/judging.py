@@ -28,6 +28,11 @@ def own_upload(nonce, voter_id: str | None) -> Upload:
     """Return the voter's upload by its nonce, or raise 404 (anyone else's too)."""
     upload = db.session.scalars(sa.select(Upload).where(Upload.nonce == str(nonce))).first() \
         if isinstance(nonce, str) else None
+    return _owned(upload, voter_id)
+
+
+def _owned(upload: Upload | None, voter_id: str | None) -> Upload:
+    """Return the upload if it is the voter's, else raise 404."""
     if upload is None or voter_id is None or upload.voter_id != voter_id:
         raise ApiError(404, "no_photo", "No such photo of yours; try another.")
     return upload
@@ -62,7 +67,7 @@ def next_first_match(upload: Upload, voter_id: str, root: str, rng=random) -> di
 def next_after_nope(token, voter_id: str | None, root: str) -> dict:
     """The next match of the variant whose match `token` the voter said nope to."""
     match = _match(token)
-    upload = own_upload(db.session.get(Upload, match.upload_id).nonce, voter_id)
+    upload = _owned(db.session.get(Upload, match.upload_id), voter_id)
     vote = db.session.scalars(sa.select(UploadVote).where(
         UploadVote.match_id == match.id, UploadVote.voter_id == voter_id)).first()
     if vote is None or vote.verdict != "nope":
@@ -109,7 +114,7 @@ def cast_try_vote(body, voter_id: str | None, origin: str | None) -> dict:
     can be asked for (after a nope)."""
     token, verdict, reason, ms = read_try_vote(body)
     match = _match(token)
-    upload = own_upload(db.session.get(Upload, match.upload_id).nonce, voter_id)
+    upload = _owned(db.session.get(Upload, match.upload_id), voter_id)
     db.session.add(UploadVote(upload_id=upload.id, match_id=match.id, image_id=match.image_id,
                               rank=match.rank, voter_id=voter_id, verdict=verdict,
                               nope_reason=reason, decision_ms=ms, origin=origin,
