@@ -31,7 +31,8 @@ class PhotoRefused(ValueError):
         self.status = status
 
 
-def _request(path: str, body: bytes | None = None, content_type: str | None = None):
+def _request(path: str, body: bytes | None = None, content_type: str | None = None,
+             timeout: float | None = None):
     config = current_app.config
     request = urllib.request.Request(config["DOPE_SERVICE_URL"].rstrip("/") + path, data=body,
                                      method="POST" if body is not None else "GET")
@@ -40,7 +41,8 @@ def _request(path: str, body: bytes | None = None, content_type: str | None = No
     if config["DOPE_SERVICE_SECRET"]:
         request.add_header(SECRET_HEADER, config["DOPE_SERVICE_SECRET"])
     try:
-        with urllib.request.urlopen(request, timeout=config["DOPE_SERVICE_TIMEOUT"]) as answer:
+        with urllib.request.urlopen(request, timeout=timeout or config["DOPE_SERVICE_TIMEOUT"]) \
+                as answer:
             return answer.read(), answer.headers.get("Content-Type", "")
     except urllib.error.HTTPError as exc:
         data = exc.read()
@@ -82,12 +84,8 @@ def thumbnail(image_id: str) -> bytes:
 
 def health(timeout: float = 1.5) -> dict:
     """Return the service's health answer; ServiceDown when it gives none quickly."""
-    config = current_app.config
-    request = urllib.request.Request(config["DOPE_SERVICE_URL"].rstrip("/") + "/v1/health")
-    if config["DOPE_SERVICE_SECRET"]:
-        request.add_header(SECRET_HEADER, config["DOPE_SERVICE_SECRET"])
     try:
-        with urllib.request.urlopen(request, timeout=timeout) as answer:
-            return json.loads(answer.read())
-    except (urllib.error.URLError, OSError, TimeoutError, ValueError) as exc:
+        data, _ = _request("/v1/health", timeout=timeout)
+        return json.loads(data)
+    except (PhotoRefused, ValueError) as exc:
         raise ServiceDown(f"the query service is not answering ({exc})") from None
