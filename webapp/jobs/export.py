@@ -23,6 +23,11 @@ COLUMNS = ["vote_id", "query_id", "match_id", "variant", "verdict", "created_at"
 PHOTO_QUERY = "photo:"  # a tried photo's query id: photo:<its handle>
 
 
+def voter_hash(salt: bytes, voter_id: str) -> str:
+    """A voter as exported: a salted hash, the salt new for each export."""
+    return hashlib.sha256(salt + voter_id.encode()).hexdigest()[:12]
+
+
 def _iso(moment: datetime) -> str:
     return moment.replace(tzinfo=UTC).isoformat(timespec="seconds")
 
@@ -41,7 +46,7 @@ def vote_rows(batch: int = 2000) -> Iterator[dict]:
             .join(Build, Build.id == Pair.build_id)
             .order_by(Vote.id).execution_options(yield_per=batch))
     for row in db.session.execute(stmt):
-        voter = hashlib.sha256(salt + row[7].encode()).hexdigest()[:12]
+        voter = voter_hash(salt, row[7])
         yield dict(zip(COLUMNS, [row[0], row[1], row[2], row[3], row[4], _iso(row[5]),
                                  row[6], voter, row[8], row[9], row[10], "catalog", 1, None],
                        strict=True))
@@ -63,7 +68,7 @@ def photo_vote_rows(salt: bytes, batch: int = 2000) -> Iterator[dict]:
             .join(Variant, Variant.id == UploadMatch.variant_id)
             .order_by(UploadVote.id).execution_options(yield_per=batch))
     for row in db.session.execute(stmt):
-        voter = hashlib.sha256(salt + row[7].encode()).hexdigest()[:12]
+        voter = voter_hash(salt, row[7])
         yield dict(zip(COLUMNS, [row[0], PHOTO_QUERY + row[1], row[2], row[3], row[4],
                                  _iso(row[5]), row[6], voter, row[8], None, None, "photo",
                                  row[9], row[10]], strict=True))

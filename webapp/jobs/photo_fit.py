@@ -19,7 +19,7 @@ from webapp.extensions import db
 from webapp.models import UploadMatch, UploadVote, Variant
 from webapp.stats import estimates, standings
 from webapp.stats.design import REAL, build_design
-from webapp.stats.fitting import ledger_of, standing_json, voter_numbers
+from webapp.stats.fitting import ledger_of, standing_json, variant_counts, voter_numbers
 
 
 def photo_figures() -> dict | None:
@@ -49,10 +49,6 @@ def photo_figures() -> dict | None:
     ledger = ledger_of(weights, votes, np.ones(len(kept), dtype=bool), {},
                        people=voter_numbers(votes))
     st = standings.standing(design, ledger, weights=weights, seed=len(kept))
-    slugs = {i: v.slug for i, v in enumerate(variants)}
-    counts = {}
-    for i, by_query in enumerate(design.by_variant):
-        mine = np.isin(votes["cell"], list(by_query.values()))
-        counts[slugs[i]] = {"judgments": int(mine.sum()), "dopes": int(votes["dope"][mine].sum())}
+    slugs = [v.slug for v in variants]
     return {"photos": len({u for u, _, _, _ in rows}), "judgments": len(kept),
-            "counts": counts, **standing_json(st, [slugs[i] for i in range(len(variants))])}
+            "counts": variant_counts(design, ledger.total, slugs), **standing_json(st, slugs)}

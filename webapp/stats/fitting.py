@@ -117,12 +117,17 @@ def category_json(design: Design, slugs: list[str], votes: dict, mask: np.ndarra
     for m in sub.by_variant:
         mine[list(m.values())] = True
     judged = int(ledger.total.judged[mine].sum())
-    counts = {slugs[i]: {"judgments": int(ledger.total.judged[list(m.values())].sum()),
-                         "dopes": int(ledger.total.dopes[list(m.values())].sum())}
-              for i, m in enumerate(sub.by_variant) if m}
+    counts = variant_counts(sub, ledger.total, slugs)
     return {"queries": len(queries), "judgments": judged, "counts": counts,
             **standing_json(st, slugs),
             "reference": reference_json(sub, ledger.total, weights, slugs)}
+
+
+def variant_counts(design: Design, t: estimates.Tally, slugs: list[str]) -> dict:
+    """Return each variant's judgments and dopes on its own cells (pooled), by slug."""
+    return {slugs[i]: {"judgments": int(t.judged[list(m.values())].sum()),
+                       "dopes": int(t.dopes[list(m.values())].sum())}
+            for i, m in enumerate(design.by_variant) if m}
 
 
 def fit_body(design: Design, slugs: list[str], votes: dict, *, positive: np.ndarray | None,
