@@ -150,10 +150,19 @@ def make_allocation(design: Design, *, control_share: float, adaptive_share: flo
 
 
 def gold_allocation(design: Design) -> Allocation:
-    """The warm-up draw for a voter's first pairs: a random-control pair, uniformly (a
-    control variant, then one of its queries). Negative gold: its votes say whether the
-    voter looks at the pictures; they never enter the estimates."""
-    return _mixture(design, [pooled_rule(design, GOLD_RULE, CONTROL, 1.0)])
+    """The warm-up draw for a voter's first pairs: a random-control pair no real variant
+    also returns, uniformly (a control variant, then one of those queries). Negative
+    gold: its votes say whether the voter looks at the pictures; they never enter the
+    estimates. A pair a real variant returns too is not gold (exclusion.negative_gold)."""
+    real = {cell for i in design.real() for cell in design.by_variant[i].values()}
+    members = [(i, [c for c in design.by_variant[i].values() if c not in real])
+               for i in design.of_kind(CONTROL)]
+    members = [(i, cells) for i, cells in members if cells]
+    rule = Rule(GOLD_RULE, 1.0)
+    for i, cells in members:
+        for cell in cells:
+            rule.add(i, cell, 1.0 / (len(members) * len(cells)))
+    return _mixture(design, [rule])
 
 
 def _mixture(design: Design, rules: list[Rule]) -> Allocation:

@@ -227,8 +227,11 @@ def test_a_new_voters_first_pairs_can_be_warm_up_gold_outside_the_mixture(tmp_pa
             sa.select(IssuedToken.reason, IssuedToken.probability, Variant.control)
             .join(Pair, Pair.id == IssuedToken.pair_id)
             .join(Variant, Variant.id == Pair.variant_id).order_by(IssuedToken.id)).all()
-        controls = db.session.scalar(sa.select(sa.func.count()).select_from(Pair)
-                                     .join(Variant).where(Variant.control, Pair.rank == 1))
+        pairs = db.session.execute(sa.select(Variant.control, Pair.query_id, Pair.match_id)
+                                   .join(Variant).where(Pair.rank == 1)).all()
+    real = {(q, m) for control, q, m in pairs if not control}
+    # negative gold: the control's pairs that no real variant returns too
+    controls = len({(q, m) for control, q, m in pairs if control and (q, m) not in real})
     assert [r.reason for r in rows[:2]] == ["gold", "gold"] and all(r.control for r in rows[:2])
     assert rows[0].probability == pytest.approx(1 / controls)  # the warm-up's own draw
     assert all(r.reason != "gold" and not r.control for r in rows[2:])  # control share 0

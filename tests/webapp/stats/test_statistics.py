@@ -332,3 +332,16 @@ def test_the_weighted_radius_with_unit_weights_is_the_plain_one():
         sd = 0.7
         assert confseq.weighted_radius(sd * sd * t, t, t, 0.05) == \
             pytest.approx(sd * confseq.radius(t, 0.05), rel=1e-12)
+
+
+def test_warm_up_gold_never_draws_a_pair_a_real_variant_returns():
+    # query 1: the control's match is also variant 1's, so it is not negative gold
+    design = build_design([(1, REAL), (2, REAL), (9, CONTROL)],
+                          [(1, 1, 1, 10), (2, 2, 1, 11), (3, 9, 1, 10),
+                           (4, 1, 2, 12), (5, 2, 2, 13), (6, 9, 2, 14),
+                           (7, 1, 3, 15), (8, 2, 3, 16), (9, 9, 3, 17)])
+    gold = allocation.gold_allocation(design)
+    drawn = {design.cells[gold.draw(random.Random(s))[2]] for s in range(200)}
+    assert drawn == {(2, 14), (3, 17)}
+    assert gold.probability[design.cell_index[(2, 14)]] == pytest.approx(0.5)
+    assert gold.probability[design.cell_index[(1, 10)]] == 0
