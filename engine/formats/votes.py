@@ -159,8 +159,7 @@ def _photo_fields(obj: dict, verdict: str) -> dict:
     source = obj.get("source") or "catalog"
     if source not in SOURCES:
         raise ValueError(f"source must be one of {', '.join(SOURCES)}, not {source!r}")
-    rank = _int_field(obj.get("rank"), "rank", optional=True) \
-        if obj.get("rank") not in (None, "") else None
+    rank = _int_field(obj.get("rank"), "rank", optional=True)
     if rank is not None and rank < 1:
         raise ValueError("rank must be at least 1")
     reason = obj.get("nope_reason") or None

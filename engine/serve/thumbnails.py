@@ -27,7 +27,6 @@ class Thumbnails:
         self.catalog = load_catalog(o.catalog, o.catalog_path, limit=o.limit, queries=o.queries,
                                     seed=o.seed, repeat=o.repeat)
         self.row_of = {image_id: i for i, image_id in enumerate(self.catalog.image_id)}
-        self.category_of = dict(zip(self.catalog.image_id, self.catalog.category, strict=True))
         self._kept: OrderedDict[str, tuple[bytes, str]] = OrderedDict()
         self._lock = threading.Lock()
 
