@@ -24,6 +24,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from engine.builder.whitebox import garment_mask
+
 WORK = 64
 GRID = 16
 ORIENTATIONS, STRENGTHS = 4, 3
@@ -51,13 +53,6 @@ def _load(path: Path) -> tuple[np.ndarray, np.ndarray]:
     rgb_arr = np.asarray(rgb, np.float32) / 255.0
     grey = rgb_arr @ np.array([0.299, 0.587, 0.114], np.float32)
     return grey, rgb_arr
-
-
-def garment_mask(grey: np.ndarray) -> np.ndarray:
-    """Return the pixels that differ from the background (the border's median grey)."""
-    border = np.concatenate([grey[0], grey[-1], grey[:, 0], grey[:, -1]])
-    mask = np.abs(grey - np.median(border)) > 0.08
-    return mask if mask.any() else np.ones_like(mask)
 
 
 def _texture(grey: np.ndarray, mask: np.ndarray) -> np.ndarray:

@@ -11,9 +11,9 @@ import numpy as np
 
 from engine.builder.metric import metric_vectors
 from engine.builder.variants import Variant, variants_of
+from engine.builder.whitebox import FAMILIES, family_distance
 from engine.formats.builddir import OpenBuild
 from engine.retrain.pool import Pool, combined_features
-from engine.retrain.whitebox import FAMILIES, family_distance
 
 CHUNK = 4096
 

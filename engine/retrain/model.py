@@ -8,7 +8,7 @@ by a learned distance over frozen, precomputed feature families:
 - `base`: the base variant's own distance, under its own metric;
 - `cnn:<network.layer>`: for every layer the build extracted, the L2 distance
   between L2-normalised rows;
-- `wb:<family>`: the white-box families of engine.retrain.whitebox (L1).
+- `wb:<family>`: the white-box families of engine.builder.whitebox (L1).
 
 Each x_f is divided by its median over the training pairs (scales fixed at round 1
 and inherited). A vote is a judgment of a (query, match) pair: P(dope) =
@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from engine.retrain.whitebox import FAMILIES
+from engine.builder.whitebox import FAMILIES
 
 logger = logging.getLogger(__name__)
 

@@ -5,7 +5,7 @@ pool is drawn (seeded, category-stratified, like the build's own queries) from t
 catalog source's query images that are neither among the build's queries nor in any
 vote. For every pool query it holds the features of every network/layer the build
 extracted (pretrained networks and the build's own vgg16-fashion checkpoint, never
-retrained), the white-box families (engine.retrain.whitebox) and each variant's top-K catalog
+retrained), the white-box families (engine.builder.whitebox) and each variant's top-K catalog
 candidates from its Annoy index (checked against exact search, as the build does).
 
 A pool is a pure function of the build, the excluded queries, its size and its seed,
@@ -33,8 +33,8 @@ from engine.builder.pairs import (
     search_variant,
 )
 from engine.builder.variants import variants_of
+from engine.builder.whitebox import FAMILIES, whitebox_features
 from engine.formats.builddir import OpenBuild, feature_path
-from engine.retrain.whitebox import FAMILIES, whitebox_features
 
 logger = logging.getLogger(__name__)
 

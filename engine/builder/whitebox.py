@@ -1,4 +1,5 @@
-"""White-box feature families for retraining (engine.retrain.model), from catalog images.
+"""White-box feature families for retraining (engine.retrain.model), from images: the
+build's rows, a fresh pool's queries, and the query service's photos.
 
 The consumer-to-shop article's hand-made features, beside the CNN layers:
 - `intensity`: a 16-bin histogram of the garment's grey levels;
@@ -23,13 +24,18 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image
 
-from engine.crowd.descriptors import garment_mask
-
 WORK = 64
 FAMILIES = ("intensity", "gradient", "profile", "colour", "lbp", "edges")
 EDGE_BINS = np.concatenate([[0.0], np.geomspace(0.005, 0.5, 7), [np.inf]])
 # The 8 neighbours of a pixel, clockwise from the top-left, as (row, column) offsets.
 NEIGHBOURS = ((-1, -1), (-1, 0), (-1, 1), (0, 1), (1, 1), (1, 0), (1, -1), (0, -1))
+
+
+def garment_mask(grey: np.ndarray) -> np.ndarray:
+    """Return the pixels that differ from the background (the border's median grey)."""
+    border = np.concatenate([grey[0], grey[-1], grey[:, 0], grey[:, -1]])
+    mask = np.abs(grey - np.median(border)) > 0.08
+    return mask if mask.any() else np.ones_like(mask)
 
 
 def _grey_rgb(img: Image.Image) -> tuple[np.ndarray, np.ndarray]:
