@@ -6,7 +6,8 @@ Plain WSGI (the engine never imports the web app's Flask): one Searcher, loaded 
     POST /v1/search?k=10[&features=1][&keep=1]   body: the photo's bytes (JPEG, PNG, WebP)
         200 {"build_id", "k", "seconds",
              "variants": {slug: [{"image_id", "category", "distance"}]},
-             "features": {key: base64 little-endian float16 row}   (features=1)
+             "features": {key: base64 little-endian float16 row}   (features=1: every
+                 feature key the variants use, and whitebox.<family>: what retraining reads)
              "photo": base64 JPEG, upright, without metadata}      (keep=1)
         400 / 413 / 415 / 422 {"error", "message"}: engine.serve.photos says why
     GET /v1/thumbnails/<image id>   a catalog item's thumbnail (PNG or JPEG); 404 unknown
@@ -27,6 +28,7 @@ from urllib.parse import parse_qs
 
 import numpy as np
 
+from engine.builder.whitebox import whitebox_row
 from engine.serve.photos import MAX_BYTES, PhotoError, clean_jpeg, read_photo
 from engine.serve.searcher import MAX_K, Searcher
 
@@ -87,12 +89,20 @@ class QueryService:
         features = self.searcher.embedder.embed([photo])
         answer = self.searcher.search_features(features, 1, k)[0]
         out = {"build_id": self.searcher.build_id, "k": k, "variants": answer}
-        if asked.get("features") == ["1"]:  # float16 rows, base64: what retraining reads
-            out["features"] = {key: base64.b64encode(np.ascontiguousarray(
-                rows[0], dtype="<f2").tobytes()).decode() for key, rows in features.items()}
+        if asked.get("features") == ["1"]:
+            out["features"] = photo_features(photo, features)
         if asked.get("keep") == ["1"]:  # the photo as searched: upright, no metadata
             out["photo"] = base64.b64encode(clean_jpeg(photo)).decode()
         return 200, {**out, "seconds": round(time.perf_counter() - started, 4)}
+
+
+def photo_features(photo, features: dict[str, np.ndarray]) -> dict[str, str]:
+    """Return what retraining reads of a photo: each network feature row and each
+    white-box family (engine.builder.whitebox), as base64 little-endian float16."""
+    rows = {key: found[0] for key, found in features.items()}
+    rows.update({f"whitebox.{family}": row for family, row in whitebox_row(photo).items()})
+    return {key: base64.b64encode(np.ascontiguousarray(row, dtype="<f2").tobytes()).decode()
+            for key, row in rows.items()}
 
 
 def _k(query: str) -> int:

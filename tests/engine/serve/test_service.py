@@ -19,6 +19,7 @@ from click.testing import CliRunner
 from PIL import Image
 
 from engine.builder.catalog import DEFAULT_PATHS, load_catalog
+from engine.builder.whitebox import FAMILIES, whitebox_row
 from engine.cli.main import main
 from engine.formats.builddir import thumbnail_bytes
 from engine.serve.app import QueryService
@@ -72,6 +73,7 @@ def test_routes_answers_and_refusals():
     body = call(app, "POST", "/v1/search", png(), "k=1&features=1&keep=1")[1]
     row = np.frombuffer(base64.b64decode(body["features"]["n.l"]), "<f2")
     assert row.tolist() == [0.5, 0.5, 0.5]
+    assert set(body["features"]) == {"n.l"} | {f"whitebox.{f}" for f in FAMILIES}
     kept = Image.open(io.BytesIO(base64.b64decode(body["photo"])))
     assert kept.format == "JPEG" and kept.size == (16, 16) and not kept.getexif()
     assert call(app, "GET", "/elsewhere")[0] == 404
@@ -147,8 +149,13 @@ def test_a_catalog_image_sent_as_a_photo_finds_itself_with_every_variant(tmp_pat
         for row in catalog.catalog_indices[:3]:
             out = io.BytesIO()
             catalog[int(row)].save(out, "PNG")
-            status, body = _get(url + "/v1/search?k=3", out.getvalue())
+            status, body = _get(url + "/v1/search?k=3&features=1", out.getvalue())
             assert status == 200 and set(body["variants"]) == set(health["variants"])
+            # what retraining reads of a photo is what it computes of a catalog image
+            for family, expected in whitebox_row(catalog[int(row)]).items():
+                got = np.frombuffer(base64.b64decode(body["features"][f"whitebox.{family}"]),
+                                    "<f2")
+                assert np.allclose(got, expected, atol=1e-3), family
             for slug, found in body["variants"].items():
                 assert found[0]["image_id"] == catalog.image_id[int(row)], slug
                 # itself, up to float16 rounding: far nearer than the next item
