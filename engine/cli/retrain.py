@@ -22,25 +22,37 @@ from engine.cli.options import checked, usage_errors, vote_file
                    "bound in the votes.")
 @click.option("--queries", type=click.IntRange(10, 100_000), default=500, show_default=True,
               help="Size of the fresh query pool every variant gets pairs on.")
+@click.option("--photo-votes", type=click.Choice(["use", "ignore"]), default="use",
+              show_default=True,
+              help="Votes on photos tried on the try-it-out page: use them as training "
+                   "queries (a .jsonl export carries their features) or leave them out.")
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
 @click.option("--out", type=click.Path(path_type=Path), required=True,
               help="The challenger's build directory (written atomically, only if it passes).")
 @usage_errors
-def retrain(build_dir: Path, votes: Path, parent: str, queries: int, seed: int,
-            out: Path) -> None:
+def retrain(build_dir: Path, votes: Path, parent: str, queries: int, photo_votes: str,
+            seed: int, out: Path) -> None:
     """Learn a challenger from votes; write its build only if it beats its parent."""
     from engine.retrain.challenger import GATE_FAILED
     from engine.retrain.challenger import retrain as run_retrain
 
-    result = run_retrain(build_dir, votes, out, parent=parent, queries=queries, seed=seed)
+    result = run_retrain(build_dir, votes, out, parent=parent, queries=queries, seed=seed,
+                         photo_votes=photo_votes)
     c, g = result.counts, result.gate
-    click.echo(f"Votes: {c['total']} in the file, {c['usable']} usable, "
+    click.echo(f"Votes: {c['total']} in the file, {c['usable']} usable "
+               f"({c.get('photo_votes', 0)} of them on tried photos), "
                f"{c.get('skips', 0)} skips, {c.get('unknown_images', 0)} with images this build "
                "does not have")
+    if c.get("photo_votes_set_aside"):
+        why = ", ".join(f"{n} {w.replace('_', ' ')}" for w, n in c["photos_set_aside"].items())
+        click.echo(f"Photo votes set aside: {c['photo_votes_set_aside']} (photos: {why})")
     click.echo(f"Parent: {result.parent} ({result.parent_reason})")
     click.echo(f"Gate ({g['held_out_votes']} held-out votes on {g['held_out_queries']} queries): "
                f"AUC challenger {g['challenger_auc']:.4f} vs parent {g['parent_auc']:.4f}, "
                f"gain {g['gain']:+.4f}, 95% lower bound {g['gain_low_95']:+.4f}")
+    for source, a in g.get("by_source", {}).items():
+        click.echo(f"  on {source} votes ({a['votes']}): AUC challenger "
+                   f"{a['challenger_auc']:.4f} vs parent {a['parent_auc']:.4f}")
     if not result.published:
         click.echo("The challenger is no better than its parent on held-out votes: "
                    f"no build written (exit {GATE_FAILED}).")

@@ -3,12 +3,15 @@
 Every engine caller reads votes through `read_votes` (retraining, the tests),
 whether the file came from the simulated crowd or `flask --app webapp export-votes`.
 JSON Lines when the name ends in `.jsonl` (a header object, then one object per
-vote), CSV when it ends in `.csv` (the vote columns under one row of names). A bad
+vote, and from format 2 a photo record per tried photo: its features), CSV when it
+ends in `.csv` (the vote columns under one row of names; no photo records). A bad
 file is refused with the line that is wrong; nothing is guessed.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import csv
 import io
 import json
@@ -16,7 +19,12 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
-FORMAT_VERSION = 1
+import numpy as np
+
+FORMAT_VERSION = 2
+READABLE_VERSIONS = (1, 2)  # 2 added photo records; a format 1 file is a format 2 without them
+PHOTO_RECORD = "photo"  # a JSONL line {"record": "photo", "query_id", "build_id", "features"}
+PHOTO_QUERY = "photo:"
 KIND = "dope-or-nope-votes"
 COLUMNS = ["vote_id", "query_id", "match_id", "variant", "verdict", "created_at",
            "decision_ms", "voter", "build_id"]
@@ -65,12 +73,29 @@ class Vote:
         return {c: getattr(self, c) for c in COLUMNS + OPTIONAL_COLUMNS}
 
 
+@dataclass(frozen=True)
+class PhotoQuery:
+    """A tried photo as exported: the build the query service searched and what it
+    computed of the photo ({feature key or whitebox.<family>: float32 row})."""
+
+    query_id: str
+    build_id: str
+    features: dict[str, np.ndarray]
+
+    def to_dict(self) -> dict:
+        return {"record": PHOTO_RECORD, "query_id": self.query_id, "build_id": self.build_id,
+                "features": {k: base64.b64encode(np.ascontiguousarray(v, "<f2").tobytes())
+                             .decode() for k, v in self.features.items()}}
+
+
 @dataclass
 class VoteFile:
-    """A vote export: its header (JSONL only; {} for CSV) and its votes in file order."""
+    """A vote export: its header (JSONL only; {} for CSV), its votes in file order and
+    its tried photos by query id (JSONL from format 2 only)."""
 
     header: dict = field(default_factory=dict)
     votes: list[Vote] = field(default_factory=list)
+    photos: dict[str, PhotoQuery] = field(default_factory=dict)
 
     def judged(self) -> list[Vote]:
         return [v for v in self.votes if v.judged]
@@ -169,15 +194,43 @@ def _photo_fields(obj: dict, verdict: str) -> dict:
     return {"source": source, "rank": rank, "nope_reason": reason}
 
 
+def _feature_row(key, value) -> np.ndarray:
+    if not isinstance(key, str) or not key or not isinstance(value, str):
+        raise ValueError("features maps a feature key to a base64 float16 row")
+    try:
+        raw = base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError):
+        raise ValueError(f"feature {key!r} is not base64") from None
+    if not raw or len(raw) % 2:
+        raise ValueError(f"feature {key!r} is not a float16 row ({len(raw)} bytes)")
+    row = np.frombuffer(raw, "<f2").astype(np.float32)
+    if not np.isfinite(row).all():
+        raise ValueError(f"feature {key!r} holds a value that is not finite")
+    return row
+
+
+def parse_photo(obj: dict) -> PhotoQuery:
+    """Return the PhotoQuery a photo record describes, or raise ValueError."""
+    query_id = _str_field(obj.get("query_id"), "query_id")
+    if not query_id.startswith(PHOTO_QUERY):
+        raise ValueError(f"a photo record's query_id starts with {PHOTO_QUERY!r}")
+    features = obj.get("features")
+    if not isinstance(features, dict):
+        raise ValueError("a photo record's features must be an object")
+    return PhotoQuery(query_id, _str_field(obj.get("build_id"), "build_id"),
+                      {key: _feature_row(key, value) for key, value in features.items()})
+
+
 def check_header(obj, path) -> dict:
     """Return a JSONL header object, or raise VoteFileError naming what is wrong."""
     if not isinstance(obj, dict) or obj.get("kind") != KIND:
         raise VoteFileError(f"{path}: line 1 is not a Dope or Nope vote export header "
                             f"(expected an object with \"kind\": \"{KIND}\")")
     version = obj.get("format_version")
-    if version != FORMAT_VERSION:
+    if version not in READABLE_VERSIONS:
         raise VoteFileError(f"{path}: vote export format_version {version!r} is not known; "
-                            f"this engine reads format_version {FORMAT_VERSION}")
+                            f"this engine reads format_version "
+                            f"{' and '.join(map(str, READABLE_VERSIONS))}")
     return obj
 
 
@@ -226,19 +279,33 @@ def read_votes(path: str | Path) -> VoteFile:
     except (OSError, UnicodeDecodeError) as exc:
         raise VoteFileError(f"{path}: cannot be read ({exc})") from None
     header, records = (_jsonl_records if kind == "jsonl" else _csv_records)(text, path)
-    votes, errors = [], []
+    found, errors = VoteFile(header), []
     for number, obj in records:
         try:
-            if not isinstance(obj, dict):
-                raise ValueError("not a JSON object")
-            votes.append(parse_vote(obj))
+            _read_record(found, obj)
         except ValueError as exc:
             errors.append(f"line {number}: {exc}")
     if errors:
         more = f" (and {len(errors) - MAX_ERRORS} more)" if len(errors) > MAX_ERRORS else ""
         raise VoteFileError(f"{path}: {len(errors)} bad vote line(s): "
                             + "; ".join(errors[:MAX_ERRORS]) + more)
-    return VoteFile(header, votes)
+    return found
+
+
+def _read_record(found: VoteFile, obj) -> None:
+    """Add one line's vote or photo record to `found`, or raise ValueError."""
+    if not isinstance(obj, dict):
+        raise ValueError("not a JSON object")
+    if "record" not in obj:
+        found.votes.append(parse_vote(obj))
+        return
+    if obj["record"] != PHOTO_RECORD or found.header.get("format_version", 1) < 2:
+        raise ValueError(f"record {obj['record']!r} is not known (format 2 adds "
+                         f"\"record\": \"{PHOTO_RECORD}\")")
+    photo = parse_photo(obj)
+    if photo.query_id in found.photos:
+        raise ValueError(f"photo {photo.query_id} comes twice")
+    found.photos[photo.query_id] = photo
 
 
 def export_header(builds: list[str], exported_at: str, **extra) -> dict:
@@ -247,14 +314,18 @@ def export_header(builds: list[str], exported_at: str, **extra) -> dict:
             "builds": builds, **extra}
 
 
-def write_votes(path: str | Path, header: dict, votes: list[Vote]) -> None:
-    """Write votes as the web app's export does: JSONL or CSV by extension."""
+def write_votes(path: str | Path, header: dict, votes: list[Vote],
+                photos: list[PhotoQuery] = ()) -> None:
+    """Write votes as the web app's export does: JSONL or CSV by extension (photo
+    records go in JSONL only)."""
     kind = check_suffix(path)
+    if photos and kind != "jsonl":
+        raise VoteFileError(f"{path}: photo records go in a .jsonl vote file only")
     with open(path, "w", newline="", encoding="utf-8") as f:
         if kind == "jsonl":
             f.write(json.dumps(header) + "\n")
-            for vote in votes:
-                f.write(json.dumps(vote.to_dict()) + "\n")
+            for record in [p.to_dict() for p in photos] + [v.to_dict() for v in votes]:
+                f.write(json.dumps(record) + "\n")
         else:
             writer = csv.DictWriter(f, fieldnames=COLUMNS + OPTIONAL_COLUMNS,
                                     lineterminator="\n")

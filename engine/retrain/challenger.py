@@ -1,7 +1,8 @@
 """`python -m engine retrain`: votes in, a challenger build out (docs/build-format.md).
 
 Reads a vote export, opens the parent build once, chooses the parent variant, learns a
-metric (engine.retrain.model) on frozen feature families (engine.retrain.families) and,
+metric (engine.retrain.model) on frozen feature families (engine.retrain.families),
+from catalog votes and from votes on tried photos the file carries (engine.retrain.photos), and,
 when the gate lets it through, has engine.retrain.publish write a new build directory:
 the same catalog and thumbnails plus a fresh query pool (engine.retrain.pool) on which
 every variant, the parent, the control and the challenger, has its pairs, with the
@@ -20,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from engine.formats.builddir import OpenBuild, open_build
-from engine.formats.votes import read_votes
+from engine.formats.votes import VoteFile, read_votes
 from engine.retrain.families import FamilySpace
 from engine.retrain.model import (
     MIN_VOTES,
@@ -30,6 +31,7 @@ from engine.retrain.model import (
     learn,
     weight_shares,
 )
+from engine.retrain.photos import PhotoRows, photo_rows
 from engine.retrain.pool import Pool, fresh_pool
 from engine.retrain.publish import MODELS_DIR, write_challenger
 from engine.stats import wilson_interval
@@ -54,19 +56,24 @@ class RetrainResult:
 
 # ---------------------------------------------------------------- votes and parent
 
-def usable_votes(votes, rows: dict[str, int]) -> tuple[list, dict]:
-    """Return the judged votes whose images are build rows, and what was left out."""
-    counts = Counter(total=len(votes))
+def usable_votes(votes, rows: dict[str, int], photos: set[str] = frozenset()
+                 ) -> tuple[list, dict]:
+    """Return the judged votes retraining can use, and what was left out: a catalog
+    vote whose images are build rows, a photo vote whose photo is among the usable
+    `photos` (engine.retrain.photos) and whose match is a build row."""
+    counts = Counter(total=len(votes), photo_votes=0)
     usable = []
     for v in votes:
+        photo = v.source == "photo"
         if not v.judged:
             counts["skips"] += 1
-        elif v.source == "photo":  # a visitor's photo: not a build row (left for later)
-            counts["photo_votes"] += 1
-        elif v.query_id not in rows or v.match_id not in rows:
+        elif photo and v.query_id not in photos:
+            counts["photo_votes_set_aside"] += 1
+        elif v.match_id not in rows or (not photo and v.query_id not in rows):
             counts["unknown_images"] += 1
         else:
             usable.append(v)
+            counts["photo_votes"] += photo
     counts["usable"] = len(usable)
     return usable, dict(counts)
 
@@ -76,9 +83,7 @@ def refuse_if_unfit(usable: list, counts: dict) -> None:
     if counts["total"] == 0:
         raise RetrainRefused("the vote file has no votes")
     if not usable:
-        why = (f"{counts.get('unknown_images', 0)} judged vote(s) name images this build does "
-               f"not have" if counts.get("unknown_images") else "every vote is a skip")
-        raise RetrainRefused(f"no usable votes among {counts['total']}: {why}")
+        raise RetrainRefused(f"no usable votes among {counts['total']}: {_why_none(counts)}")
     verdicts = {v.verdict for v in usable}
     if len(verdicts) < 2:
         raise RetrainRefused(f"all {len(usable)} usable votes are {verdicts.pop()}: a metric "
@@ -86,6 +91,18 @@ def refuse_if_unfit(usable: list, counts: dict) -> None:
     if len(usable) < MIN_VOTES:
         raise RetrainRefused(f"{len(usable)} usable votes; retraining needs at least "
                              f"{MIN_VOTES} judged (dope or nope) votes")
+
+
+def _why_none(counts: dict) -> str:
+    why = []
+    if counts.get("unknown_images"):
+        why.append(f"{counts['unknown_images']} judged vote(s) name images this build does "
+                   "not have")
+    if counts.get("photo_votes_set_aside"):
+        why.append(f"{counts['photo_votes_set_aside']} photo vote(s) are set aside (photos: "
+                   f"{counts.get('photos_set_aside', {})}; a .jsonl export of format 2 "
+                   "carries their features)")
+    return "; ".join(why) or "every vote is a skip"
 
 
 def choose_parent(parent: str, usable: list, manifest: dict) -> tuple[str, str]:
@@ -97,7 +114,8 @@ def choose_parent(parent: str, usable: list, manifest: dict) -> tuple[str, str]:
                                  f"{', '.join(real)}")
         return parent, "asked for with --parent"
     tally: dict[str, list[int]] = {s: [0, 0] for s in real}
-    for v in usable:
+    # The catalog votes choose: photo votes are another population (docs/retrain.md).
+    for v in [v for v in usable if v.source == "catalog"] or usable:
         if v.variant in tally:
             tally[v.variant][0] += v.verdict == "dope"
             tally[v.variant][1] += 1
@@ -151,23 +169,20 @@ class Training:
     X: np.ndarray
     y: np.ndarray
     groups: np.ndarray
+    sources: np.ndarray  # each vote's source: catalog or photo
 
 
-def prepare(build_dir: Path, votes_path: Path, *, parent: str = "auto", queries: int = 500,
-            seed: int = 0) -> Training:
-    """Read and check votes and build, choose the parent, draw the pool, make the data."""
-    vote_file = read_votes(votes_path)
-    build = open_build(build_dir)
-    rows = build.row_of
-    usable, counts = usable_votes(vote_file.votes, rows)
-    refuse_if_unfit(usable, counts)
-    slug, reason = choose_parent(parent, usable, build.manifest)
-    keys = build.feature_keys
-    saved = load_models(build.path)
-    model, _ = parent_model(slug, saved, family_names(keys))
-    round_ = len(build.manifest.get("lineage", [])) + 1
-    pool = fresh_pool(build, {v.query_id for v in vote_file.votes}, queries, seed)
-    space = FamilySpace(build, pool, keys)
+def usable_photos(build: OpenBuild, vote_file: VoteFile, photo_votes: str) -> PhotoRows:
+    """Return the tried photos retraining may use (none with photo_votes "ignore")."""
+    voted = [v.query_id for v in vote_file.votes if v.source == "photo" and v.judged]
+    if photo_votes == "ignore":
+        return PhotoRows(set_aside={"ignored": len(set(voted))} if voted else {})
+    return photo_rows(build, vote_file.photos, voted)
+
+
+def training_data(space: FamilySpace, usable: list, model: Model) -> tuple[np.ndarray, ...]:
+    """Return (X, y, groups, sources): scaled family distances of the judged pairs."""
+    rows = space.build.row_of | space.photo_row()
     q = np.array([rows[v.query_id] for v in usable])
     m = np.array([rows[v.match_id] for v in usable])
     raw = space.raw(model.base, q, m)
@@ -177,21 +192,42 @@ def prepare(build_dir: Path, votes_path: Path, *, parent: str = "auto", queries:
                         for i, (f, s) in enumerate(zip(model.families, medians, strict=True))}
     X = raw / np.array([model.scales[f] for f in model.families])
     y = np.array([v.verdict == "dope" for v in usable], float)
-    return Training(build, saved, pool, space, slug, reason, model,
-                    round_, counts | {"file_sha256": sha256_file(votes_path)}, X, y,
-                    np.array([v.query_id for v in usable]))
+    return (X, y, np.array([v.query_id for v in usable]),
+            np.array([v.source for v in usable]))
+
+
+def prepare(build_dir: Path, votes_path: Path, *, parent: str = "auto", queries: int = 500,
+            seed: int = 0, photo_votes: str = "use") -> Training:
+    """Read and check votes and build, choose the parent, draw the pool, make the data."""
+    vote_file = read_votes(votes_path)
+    build = open_build(build_dir)
+    photos = usable_photos(build, vote_file, photo_votes)
+    usable, counts = usable_votes(vote_file.votes, build.row_of, set(photos.query_ids))
+    if photos.set_aside:
+        counts["photos_set_aside"] = photos.set_aside
+    refuse_if_unfit(usable, counts)
+    slug, reason = choose_parent(parent, usable, build.manifest)
+    saved = load_models(build.path)
+    model, _ = parent_model(slug, saved, family_names(build.feature_keys))
+    round_ = len(build.manifest.get("lineage", [])) + 1
+    pool = fresh_pool(build, {v.query_id for v in vote_file.votes}, queries, seed)
+    space = FamilySpace(build, pool, build.feature_keys, photos)
+    X, y, groups, sources = training_data(space, usable, model)
+    return Training(build, saved, pool, space, slug, reason, model, round_,
+                    counts | {"file_sha256": sha256_file(votes_path)}, X, y, groups, sources)
 
 
 def retrain(build_dir: str | Path, votes_path: str | Path, out: str | Path, *,
             parent: str = "auto", queries: int = 500, seed: int = 0,
-            write_gated: bool = False) -> RetrainResult:
+            photo_votes: str = "use", write_gated: bool = False) -> RetrainResult:
     """Learn a challenger from votes; write its build to `out` only if the gate passes
     (or, for experiments that measure the gate, `write_gated` anyway)."""
     build_dir, out = Path(build_dir), Path(out)
     if out.exists() and any(out.iterdir()):
         raise ValueError(f"output directory {out} exists and is not empty")
-    t = prepare(build_dir, Path(votes_path), parent=parent, queries=queries, seed=seed)
-    learned = learn(t.X, t.y, t.groups, t.parent_model, seed=seed)
+    t = prepare(build_dir, Path(votes_path), parent=parent, queries=queries, seed=seed,
+                photo_votes=photo_votes)
+    learned = learn(t.X, t.y, t.groups, t.parent_model, seed=seed, sources=t.sources)
     result = RetrainResult(learned.published, t.parent, t.parent_reason, learned.gate, t.counts)
     if not learned.published and not write_gated:
         return result

@@ -201,9 +201,21 @@ class Learned:
     published: bool
 
 
+def by_source(challenger, parent, y, sources) -> dict:
+    """Return the held-out AUCs of challenger and parent on each source's votes."""
+    out = {}
+    for source in sorted(set(sources)):
+        rows = sources == source
+        out[str(source)] = {"votes": int(rows.sum()),
+                            "challenger_auc": round(auc(challenger[rows], y[rows]), 4),
+                            "parent_auc": round(auc(parent[rows], y[rows]), 4)}
+    return out
+
+
 def learn(X: np.ndarray, y: np.ndarray, groups: np.ndarray, parent: Model, *,
-          seed: int) -> Learned:
-    """Fit the challenger to judged pairs (rows of X), gate it, refit on everything."""
+          seed: int, sources: np.ndarray | None = None) -> Learned:
+    """Fit the challenger to judged pairs (rows of X), gate it, refit on everything.
+    With `sources` (catalog, photo), the gate reports each source's AUCs too."""
     rng = np.random.default_rng(seed)
     prior = parent.vector()
     # Round 1: the parent is the base distance alone; fit its slope and bias to the votes.
@@ -226,6 +238,8 @@ def learn(X: np.ndarray, y: np.ndarray, groups: np.ndarray, parent: Model, *,
             "parent_auc": round(auc(parent_scores, y), 4),
             "gain": round(float(gain), 4), "gain_low_95": round(low, 4),
             "lambda_per_fold": cv}
+    if sources is not None and len(set(sources)) > 1:
+        gate["by_source"] = by_source(challenger_scores, parent_scores, y, sources)
     lam_all, _ = choose_lambda(X, y, groups, prior, a, rng)
     a_all, w_all = fit_logistic(X, y, lam=lam_all, prior=prior, bias0=a)
     model = Model(parent.base, parent.families, parent.scales,

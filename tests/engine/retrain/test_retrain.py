@@ -1,7 +1,7 @@
 """Retraining from votes on a small real build: refusals, the prior, the pool, rounds.
 
-The build is made by the engine itself (a Fashion-MNIST slice at 32 px on CPU); the
-votes come from the simulated crowd, written in the export format.
+The build (conftest.py) is made by the engine itself (a Fashion-MNIST slice at 32 px on
+CPU); the votes come from the simulated crowd, written in the export format.
 """
 
 from __future__ import annotations
@@ -11,10 +11,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
+from retrainkit import FLAT, TONE, run_retrain, simulate
 
-from engine.cli.main import main
-from engine.crowd.campaign import campaign, export_votes
 from engine.crowd.simulate import Population, judge_build
 from engine.crowd.taste import load_taste
 from engine.formats.builddir import read_build
@@ -23,54 +21,7 @@ from engine.retrain.challenger import GATE_FAILED, prepare
 from engine.retrain.model import Model, auc, fit_logistic
 from engine.retrain.publish import pool_matches, rerank
 
-FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
-TONE = "name = 'dark'\n[taste]\nbias = -6.0\ncategory = 1.0\ntone = 9.0\n"
-FLAT = "name = 'flat'\n[taste]\nbias = 0.0\n"
-
-
-@pytest.fixture(scope="module")
-def small(tmp_path_factory):
-    if not FASHION_MNIST.is_dir():
-        pytest.skip("Debian's dataset-fashion-mnist is not installed")
-    out = tmp_path_factory.mktemp("retrain") / "build"
-    result = CliRunner().invoke(main, [
-        "-q", "build", "--catalog", "fashion-mnist", "--limit", "300", "--queries", "40",
-        "--variants", "offline", "--image-size", "32", "--device", "cpu", "--seed", "5",
-        "--no-tsne", "--out", str(out)])
-    assert result.exit_code == 0, result.output
-    return out
-
-
-def simulate(build: Path, taste_text: str, n: int, path: Path, seed: int = 0) -> Path:
-    taste_file = path.with_suffix(".toml")
-    taste_file.write_text(taste_text)
-    taste = load_taste(str(taste_file))
-    population = Population.from_taste(taste)
-    judged = judge_build(read_build(build), taste, population)
-    votes = list(campaign(judged, population, n, seed))
-    write_votes(path, *export_votes(judged, votes, taste=taste, population=population,
-                                    seed=seed))
-    return path
-
-
-def run_retrain(build, votes, out, *extra):
-    return CliRunner().invoke(main, ["retrain", "--build", str(build), "--votes", str(votes),
-                                     "--queries", "30", "--seed", "1", "--out", str(out),
-                                     *extra])
-
-
-@pytest.fixture(scope="module")
-def tone_votes(small, tmp_path_factory):
-    return simulate(small, TONE, 1500, tmp_path_factory.mktemp("v") / "tone.jsonl", seed=2)
-
-
-@pytest.fixture(scope="module")
-def round1(small, tone_votes, tmp_path_factory):
-    out = tmp_path_factory.mktemp("r1") / "challenger"
-    result = run_retrain(small, tone_votes, out)
-    assert result.exit_code == 0, result.output
-    return out
 
 
 # ---------------------------------------------------------------- refusals
@@ -89,7 +40,7 @@ def as_dict(v: Vote, **changes) -> Vote:
 
 @pytest.mark.parametrize("case, message", [
     ("header", "not a Dope or Nope vote export"),
-    ("version", "format_version 2 is not known"),
+    ("version", "format_version 9 is not known"),
     ("skips", "every vote is a skip"),
     ("one_verdict", "are dope: a metric needs both"),
     ("few", "retraining needs at least 50"),
@@ -102,7 +53,7 @@ def test_retrain_refuses_and_writes_nothing(small, tone_votes, tmp_path, case, m
         path.write_text('{"kind": "something"}\n')
     elif case == "version":
         lines = tone_votes.read_text().splitlines()
-        header = json.loads(lines[0]) | {"format_version": 2}
+        header = json.loads(lines[0]) | {"format_version": 9}
         path.write_text("\n".join([json.dumps(header), *lines[1:]]) + "\n")
     elif case == "skips":
         rewrite(tone_votes, path, lambda v: as_dict(v, verdict="skip"))

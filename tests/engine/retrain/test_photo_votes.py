@@ -1,0 +1,124 @@
+"""Retraining from votes on tried photos (engine.retrain.photos).
+
+The photos are build query images sent through the query service's own code (its WSGI
+app, features=1), so each photo must behave exactly as the image it shows: its votes
+give the same family distances as that image's catalog votes.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+
+import numpy as np
+import pytest
+from retrainkit import run_retrain
+
+from engine.formats.builddir import open_build
+from engine.formats.votes import Vote, read_votes, write_votes
+from engine.retrain.challenger import GATE_FAILED, prepare
+from engine.retrain.model import RetrainRefused
+from engine.retrain.photos import photo_rows
+from engine.retrain.pool import source_catalog
+from engine.serve.app import QueryService
+from engine.serve.searcher import Searcher
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
+PHOTOS = 20
+
+
+def service_record(app: QueryService, image, query_id: str) -> dict:
+    """Return the photo record the web app exports for a photo the service searched."""
+    body = io.BytesIO()
+    image.save(body, "PNG")
+    data = body.getvalue()
+    environ = {"REQUEST_METHOD": "POST", "PATH_INFO": "/v1/search",
+               "QUERY_STRING": "k=3&features=1", "CONTENT_LENGTH": str(len(data)),
+               "wsgi.input": io.BytesIO(data)}
+    answer = json.loads(b"".join(app(environ, lambda *_: None)))
+    return {"record": "photo", "query_id": query_id, "build_id": answer["build_id"],
+            "features": answer["features"]}
+
+
+def as_photo_vote(v: Vote, vote_id: int) -> Vote:
+    return Vote(**(v.to_dict() | {"vote_id": vote_id, "query_id": f"photo:{v.query_id}",
+                                  "source": "photo", "rank": 1, "reason": None,
+                                  "probability": None}))
+
+
+@pytest.fixture(scope="module")
+def photo_votes(small, tone_votes, tmp_path_factory):
+    """The tone votes, plus every judged vote on PHOTOS of their queries again, cast on
+    a photo of that query image."""
+    build, found = open_build(small), read_votes(tone_votes)
+    catalog = source_catalog(build)
+    index = {image_id: i for i, image_id in enumerate(catalog.image_id)}
+    queries = sorted({v.query_id for v in found.votes})[:PHOTOS]
+    app = QueryService(Searcher(small))
+    path = tmp_path_factory.mktemp("photos") / "votes.jsonl"
+    lines = [json.dumps(found.header | {"format_version": 2})]
+    lines += [json.dumps(service_record(app, catalog[index[q]], f"photo:{q}")) for q in queries]
+    copies = [as_photo_vote(v, 10**6 + i) for i, v in enumerate(found.votes)
+              if v.query_id in queries and v.judged]
+    lines += [json.dumps(v.to_dict()) for v in found.votes + copies]
+    path.write_text("\n".join(lines) + "\n")
+    return path, copies
+
+
+def test_a_photo_of_a_build_image_has_that_images_distances(small, photo_votes):
+    path, copies = photo_votes
+    t = prepare(small, path, queries=30, seed=1)
+    assert t.counts["photo_votes"] == len(copies) > 50
+    assert "photo_votes_set_aside" not in t.counts
+    judged = [v for v in read_votes(path).votes if v.judged]
+    assert t.counts["usable"] == len(judged) and (t.sources == "photo").sum() == len(copies)
+    row_of = {(v.query_id, v.match_id): i for i, v in enumerate(judged)
+              if v.source == "catalog"}
+    for i, v in enumerate(judged):
+        if v.source == "photo":
+            twin = row_of[(v.query_id.removeprefix("photo:"), v.match_id)]
+            assert np.allclose(t.X[i], t.X[twin], rtol=0.02, atol=0.02), \
+                list(zip(t.parent_model.families, t.X[i], t.X[twin], strict=True))
+
+
+def test_retrain_uses_photo_votes_and_reports_them_by_source(small, photo_votes, tmp_path):
+    path, copies = photo_votes
+    result = run_retrain(small, path, tmp_path / "out")
+    assert result.exit_code in (0, GATE_FAILED), result.output
+    assert f"({len(copies)} of them on tried photos)" in result.output
+    assert f"on photo votes ({len(copies)})" in result.output
+    assert "on catalog votes (" in result.output
+    ignored = run_retrain(small, path, tmp_path / "ignored", "--photo-votes", "ignore")
+    assert "(0 of them on tried photos)" in ignored.output, ignored.output
+    assert f"Photo votes set aside: {len(copies)} (photos: {PHOTOS} ignored)" in ignored.output
+
+
+def test_photos_retraining_cannot_use_are_set_aside_by_why(small, photo_votes):
+    build, found = open_build(small), read_votes(photo_votes[0])
+    voted = list(found.photos)
+    assert len(photo_rows(build, found.photos, voted)) == PHOTOS
+    photos = dict(found.photos)
+    first, second, third = voted[:3]
+    photos.pop(first)
+    photos[second] = type(photos[second])(second, "another-build", photos[second].features)
+    photos[third] = type(photos[third])(third, build.build_id, {
+        k: v for k, v in photos[third].features.items() if k != "whitebox.lbp"})
+    rows = photo_rows(build, photos, voted)
+    assert len(rows) == PHOTOS - 3 and rows.set_aside == {
+        "no_photo_record": 1, "other_build": 1, "missing_features": 1}
+    assert rows.whitebox["lbp"].shape == (PHOTOS - 3, 10)
+
+
+def test_a_photo_row_of_the_wrong_length_is_refused(small, photo_votes, tmp_path):
+    found = read_votes(photo_votes[0])
+    photos = list(found.photos.values())
+    key = next(k for k in photos[0].features if not k.startswith("whitebox."))
+    photos[0].features[key] = photos[0].features[key][:-1]
+    path = tmp_path / "short.jsonl"
+    write_votes(path, found.header, found.votes, photos)
+    with pytest.raises(RetrainRefused, match=f"its {key} row has .* this build's have"):
+        prepare(small, path, queries=30, seed=1)
+    csv = tmp_path / "votes.csv"  # a CSV carries no photo records: photo votes wait
+    write_votes(csv, {}, found.votes)
+    t = prepare(small, csv, queries=30, seed=1)
+    assert t.counts["photos_set_aside"] == {"no_photo_record": PHOTOS}
