@@ -80,7 +80,7 @@ def test_engine_build_to_votes_and_back(engine_build, tmp_path):
         flask_cli(server.env, "export-votes", str(tmp_path / "votes.csv"))
 
     header, *rows = [json.loads(line) for line in export.read_text().splitlines()]
-    assert header["format_version"] == 1 and header["kind"] == "dope-or-nope-votes"
+    assert header["format_version"] == 2 and header["kind"] == "dope-or-nope-votes"
     assert header["builds"] == [manifest["build_id"]]
     assert [(r["vote_id"], r["verdict"]) for r in rows] == cast
     for r in rows:

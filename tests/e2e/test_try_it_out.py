@@ -19,7 +19,7 @@ import urllib.request
 import zlib
 
 import pytest
-from e2e_harness import BIN, ROOT, free_port, running_server, stop_process
+from e2e_harness import BIN, ROOT, flask_cli, free_port, running_server, stop_process
 from PIL import Image
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.timeout(600)]
@@ -100,6 +100,22 @@ def query_picture(build, tmp_path):
     return photo
 
 
+def export_is_what_retraining_reads(web, build, tmp_path, votes: int) -> None:
+    """The vote export carries the photo's record, and retraining takes the photo: every
+    feature row and white-box family this build has, at its length."""
+    from engine.formats.builddir import open_build
+    from engine.formats.votes import read_votes
+    from engine.retrain.photos import photo_rows
+
+    path = tmp_path / "votes.jsonl"
+    flask_cli(web.env, "export-votes", str(path))
+    found = read_votes(path)
+    photo_votes = [v for v in found.votes if v.source == "photo"]
+    assert len(photo_votes) == votes and len(found.photos) == 1
+    rows = photo_rows(open_build(build), found.photos, [v.query_id for v in photo_votes])
+    assert len(rows) == 1 and not rows.set_aside
+
+
 def test_a_photo_from_the_page_to_the_votes(engine_build, browser, tmp_path):
     port = free_port()
     service = start_service(engine_build, port, tmp_path / "service.log")
@@ -143,6 +159,7 @@ def test_a_photo_from_the_page_to_the_votes(engine_build, browser, tmp_path):
             judged = [i for (i,) in web.query("SELECT image_id FROM upload_vote")]
             assert len(judged) == len(set(judged)) and firsts <= set(judged)  # each once
             assert web.query("SELECT photo_file FROM upload") == [(None,)]  # no consent
+            export_is_what_retraining_reads(web, engine_build, tmp_path, len(rows))
             for url, response in bodies:
                 if "/api/try" in url or url.endswith("/try"):
                     text = response.body().decode(errors="replace")

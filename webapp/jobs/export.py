@@ -1,4 +1,8 @@
-"""Vote export (docs/build-format.md, "Vote export"): CSV and JSON Lines."""
+"""Vote export (docs/build-format.md, "Vote export"): CSV and JSON Lines.
+
+JSON Lines (format 2) carries, before the photo votes, one photo record per tried
+photo that has a vote: the features the query service computed of it, which
+retraining reads in place of the photo. CSV has the votes only."""
 
 from __future__ import annotations
 
@@ -16,7 +20,7 @@ import sqlalchemy.orm as so
 from webapp.extensions import db
 from webapp.models import Build, Image, Pair, Upload, UploadMatch, UploadVote, Variant, Vote
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 COLUMNS = ["vote_id", "query_id", "match_id", "variant", "verdict", "created_at",
            "decision_ms", "voter", "build_id", "reason", "probability", "source", "rank",
            "nope_reason"]
@@ -32,9 +36,18 @@ def _iso(moment: datetime) -> str:
     return moment.replace(tzinfo=UTC).isoformat(timespec="seconds")
 
 
-def vote_rows(batch: int = 2000) -> Iterator[dict]:
-    """Yield every vote as an export object, voters replaced by a salted hash."""
+def vote_rows(batch: int = 2000, *, photo_records: bool = False) -> Iterator[dict]:
+    """Yield every vote as an export object, voters replaced by a salted hash (and with
+    photo_records, the tried photos' records before their votes)."""
     salt = secrets.token_bytes(16)
+    yield from catalog_vote_rows(salt, batch)
+    if photo_records:
+        yield from photo_rows(batch // 10 or 1)
+    yield from photo_vote_rows(salt, batch)
+
+
+def catalog_vote_rows(salt: bytes, batch: int = 2000) -> Iterator[dict]:
+    """Yield the game's votes (source "catalog")."""
     query_image, match_image = so.aliased(Image), so.aliased(Image)
     stmt = (sa.select(Vote.id, query_image.image_id, match_image.image_id, Variant.slug,
                       Vote.verdict, Vote.created_at, Vote.decision_ms, Vote.voter_id,
@@ -50,7 +63,18 @@ def vote_rows(batch: int = 2000) -> Iterator[dict]:
         yield dict(zip(COLUMNS, [row[0], row[1], row[2], row[3], row[4], _iso(row[5]),
                                  row[6], voter, row[8], row[9], row[10], "catalog", 1, None],
                        strict=True))
-    yield from photo_vote_rows(salt, batch)
+
+
+def photo_rows(batch: int = 200) -> Iterator[dict]:
+    """Yield a photo record for every tried photo someone voted on: the build the
+    service searched and its features ({key: base64 float16 row}), never the photo."""
+    voted = sa.select(UploadVote.upload_id).distinct()
+    stmt = (sa.select(Upload.nonce, Upload.service_build, Upload.features)
+            .where(Upload.id.in_(voted)).order_by(Upload.id)
+            .execution_options(yield_per=batch))
+    for nonce, build_id, features in db.session.execute(stmt):
+        yield {"record": "photo", "query_id": PHOTO_QUERY + nonce, "build_id": build_id,
+               "features": json.loads(features or "{}")}
 
 
 def photo_vote_rows(salt: bytes, batch: int = 2000) -> Iterator[dict]:
@@ -84,7 +108,7 @@ def header() -> dict:
 def jsonl_lines() -> Iterator[str]:
     """Yield the JSONL export, one line at a time."""
     yield json.dumps(header()) + "\n"
-    for row in vote_rows():
+    for row in vote_rows(photo_records=True):
         yield json.dumps(row) + "\n"
 
 

@@ -2,6 +2,7 @@
 SQLite file and the real image store: upload, blind judging, "the next one", reasons,
 consent, refusals, the service down, per-address limits, and no variant in any byte."""
 
+import base64
 import io
 import json
 import os
@@ -202,7 +203,11 @@ def test_the_export_carries_photo_votes_with_their_source(tried, tmp_path):
     client.post("/api/try/vote", json={"token": more["token"], "verdict": "dope"})
     out = tmp_path / "votes.jsonl"
     assert tried.test_cli_runner().invoke(args=["export-votes", str(out)]).exit_code == 0
-    rows = [json.loads(line) for line in out.read_text().splitlines()[1:]]
+    record, *rows = [json.loads(line) for line in out.read_text().splitlines()[1:]]
+    # the photo's record comes first: what the service computed of it, never the photo
+    assert record == {"record": "photo", "query_id": rows[0]["query_id"],
+                      "build_id": rows[0]["build_id"],
+                      "features": {"n.l": base64.b64encode(b"\x00\x3c" * 4).decode()}}
     assert [(r["source"], r["rank"], r["verdict"], r["nope_reason"]) for r in rows] == [
         ("photo", 1, "nope", "pattern"), ("photo", 2, "dope", None)]
     assert all(r["query_id"].startswith("photo:") and r["probability"] is None for r in rows)

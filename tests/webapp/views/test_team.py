@@ -76,7 +76,7 @@ def test_downloads(team_app):
     jsonl = client.get("/team/votes.jsonl")
     assert jsonl.status_code == 200 and "attachment" in jsonl.headers["Content-Disposition"]
     lines = [json.loads(line) for line in jsonl.data.decode().splitlines()]
-    assert lines[0]["kind"] == "dope-or-nope-votes" and lines[0]["format_version"] == 1
+    assert lines[0]["kind"] == "dope-or-nope-votes" and lines[0]["format_version"] == 2
     assert [v["verdict"] for v in lines[1:]] == ["dope", "nope"]
     rows = list(csv.DictReader(io.StringIO(client.get("/team/votes.csv").data.decode())))
     assert [r["verdict"] for r in rows] == ["dope", "nope"]
