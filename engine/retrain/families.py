@@ -1,9 +1,10 @@
 """Feature-family distances of (query, match) rows for retraining (engine.retrain.model).
 
 Rows are the build's catalog.csv rows, then a fresh pool's queries, then the tried
-photos retraining can use (engine.retrain.photos). For every
-pair the space returns one raw distance per family: the base variant's own metric,
-each extracted layer (L2 between L2-normalised rows), each white-box family (L1).
+photos retraining can use (engine.retrain.photos). For every pair the space returns
+one raw distance per family (`family_columns`, which the query service uses too): the
+base variant's own metric, each extracted layer (L2 between L2-normalised rows), each
+white-box family (L1).
 """
 
 from __future__ import annotations
@@ -20,16 +21,29 @@ from engine.retrain.pool import Pool, combined_features
 CHUNK = 4096
 
 
-def _normalised(rows: np.ndarray) -> np.ndarray:
+def normalised(rows: np.ndarray) -> np.ndarray:
+    """Return rows scaled to unit L2 length (float32)."""
     rows = np.asarray(rows, np.float32)
     return rows / np.maximum(np.linalg.norm(rows, axis=1, keepdims=True), 1e-12)
 
 
-def _metric_distance(vectors: np.ndarray, q: np.ndarray, m: np.ndarray, metric: str):
-    diff = vectors[q] - vectors[m]
+def metric_distance(a: np.ndarray, b: np.ndarray, metric: str) -> np.ndarray:
+    """Return the distance between matching rows of a metric's vectors."""
+    diff = a - b
     if metric in ("l1", "hamming"):  # bits are 0/1 floats: L1 counts differing bits
         return np.abs(diff).sum(axis=1)
     return np.sqrt((diff * diff).sum(axis=1))
+
+
+def family_columns(metric: str, base: tuple, cnn: list[tuple], whitebox: list[tuple]
+                   ) -> np.ndarray:
+    """Return (pairs, families) raw distances of matching (query, match) rows, families
+    in engine.retrain.model's order: base (its metric's vectors), each CNN layer (rows
+    already L2-normalised), each white-box family."""
+    cols = [metric_distance(*base, metric)]
+    cols += [np.linalg.norm(q - m, axis=1) for q, m in cnn]
+    cols += [family_distance(q, m) for q, m in whitebox]
+    return np.stack(cols, axis=1)
 
 
 class FamilySpace:
@@ -61,7 +75,7 @@ class FamilySpace:
 
     def cnn(self, key: str) -> np.ndarray:
         if key not in self._cnn:
-            self._cnn[key] = _normalised(self._combined(key))
+            self._cnn[key] = normalised(self._combined(key))
         return self._cnn[key]
 
     def base_vectors(self, slug: str) -> np.ndarray:
@@ -74,14 +88,11 @@ class FamilySpace:
     def raw(self, base: str, q: np.ndarray, m: np.ndarray) -> np.ndarray:
         """Return (pairs, families) raw distances, families as engine.retrain.model names them."""
         out = []
+        metric, vectors = self.variants[base].metric, self.base_vectors(base)
         for start in range(0, len(q), CHUNK):
             qs, ms = q[start:start + CHUNK], m[start:start + CHUNK]
-            cols = [_metric_distance(self.base_vectors(base), qs, ms, self.variants[base].metric)]
-            for key in self.keys:
-                vec = self.cnn(key)
-                cols.append(np.linalg.norm(vec[qs] - vec[ms], axis=1))
-            for family in FAMILIES:
-                wb = self.whitebox[family]
-                cols.append(family_distance(wb[qs], wb[ms]))
-            out.append(np.stack(cols, axis=1))
+            out.append(family_columns(
+                metric, (vectors[qs], vectors[ms]),
+                [(self.cnn(k)[qs], self.cnn(k)[ms]) for k in self.keys],
+                [(self.whitebox[f][qs], self.whitebox[f][ms]) for f in FAMILIES]))
         return np.concatenate(out) if out else np.zeros((0, 1 + len(self.keys) + len(FAMILIES)))
