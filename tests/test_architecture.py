@@ -22,7 +22,7 @@ MAX_FUNCTION_LINES = 40
 # lower layers, never a room of its own layer or above.
 LAYERS = {
     "engine": [{"engine.stats", "engine.nets", "engine"}, {"engine.formats"}, {"engine.builder"},
-               {"engine.crowd", "engine.serve"}, {"engine.retrain"}, {"engine.cli"},
+               {"engine.crowd"}, {"engine.retrain"}, {"engine.serve"}, {"engine.cli"},
                {"engine.__main__"}],
     "webapp": [{"webapp.stats"}, {"webapp.config", "webapp.extensions"},
                {"webapp.models", "webapp.http"}, {"webapp.jobs"},

@@ -28,7 +28,6 @@ from urllib.parse import parse_qs
 
 import numpy as np
 
-from engine.builder.whitebox import whitebox_row
 from engine.serve.photos import MAX_BYTES, PhotoError, clean_jpeg, read_photo
 from engine.serve.searcher import MAX_K, Searcher
 
@@ -79,7 +78,7 @@ class QueryService:
     def health(self) -> dict:
         s = self.searcher
         return {"status": "ok", "build_id": s.build_id, "load_seconds": s.load_seconds,
-                "variants": [v.slug for v in s.variants], "catalog": len(s.catalog_rows)}
+                "variants": s.slugs, "catalog": len(s.catalog_rows)}
 
     def search(self, environ) -> tuple[int, dict]:
         started = time.perf_counter()
@@ -90,19 +89,17 @@ class QueryService:
         answer = self.searcher.search_features(features, 1, k)[0]
         out = {"build_id": self.searcher.build_id, "k": k, "variants": answer}
         if asked.get("features") == ["1"]:
-            out["features"] = photo_features(photo, features)
+            out["features"] = photo_features(features)
         if asked.get("keep") == ["1"]:  # the photo as searched: upright, no metadata
             out["photo"] = base64.b64encode(clean_jpeg(photo)).decode()
         return 200, {**out, "seconds": round(time.perf_counter() - started, 4)}
 
 
-def photo_features(photo, features: dict[str, np.ndarray]) -> dict[str, str]:
-    """Return what retraining reads of a photo: each network feature row and each
-    white-box family (engine.builder.whitebox), as base64 little-endian float16."""
-    rows = {key: found[0] for key, found in features.items()}
-    rows.update({f"whitebox.{family}": row for family, row in whitebox_row(photo).items()})
-    return {key: base64.b64encode(np.ascontiguousarray(row, dtype="<f2").tobytes()).decode()
-            for key, row in rows.items()}
+def photo_features(features: dict[str, np.ndarray]) -> dict[str, str]:
+    """Return what retraining reads of one photo: each network feature row and each
+    white-box family (the embedder's rows), as base64 little-endian float16."""
+    return {key: base64.b64encode(np.ascontiguousarray(rows[0], dtype="<f2").tobytes())
+            .decode() for key, rows in features.items()}
 
 
 def _k(query: str) -> int:

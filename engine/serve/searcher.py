@@ -4,7 +4,9 @@ Features are computed as the build computed them: the same networks and weights,
 same image size and resizing (engine.nets.features.ImageTensors), the build's trained
 vgg16-fashion head, the same metric transform (hamming's medians from the same sample)
 and each variant's index, opened memory-light (Annoy maps its file, IVF reads its lists
-with pread) at the search setting the pairs stage reached (search_k, nprobe).
+with pread) at the search setting the pairs stage reached (search_k, nprobe). A
+challenger build's retrained variants re-rank their base's candidates
+(engine.serve.retrained), so the service answers for every variant the build has.
 """
 
 from __future__ import annotations
@@ -19,7 +21,9 @@ from engine.builder.index import AnnoySearch, open_index
 from engine.builder.metric import MetricSpace
 from engine.builder.pairs import default_search_k
 from engine.builder.variants import variants_of
+from engine.builder.whitebox import whitebox_row
 from engine.formats.builddir import open_build
+from engine.serve.retrained import WHITEBOX, RetrainedVariants
 
 MAX_K = 50
 
@@ -32,10 +36,12 @@ class Variant:
     feature_key: str
     space: MetricSpace
     index: object
+    features: object  # the build's rows of feature_key (memory-mapped)
 
 
 class Embedder:
-    """The build's networks, loaded once: photos -> {feature key: float16 row}."""
+    """The build's networks, loaded once: photos -> {feature key: rows}, and each
+    white-box family as whitebox.<family> (engine.builder.whitebox)."""
 
     def __init__(self, keys: list[str], *, checkpoint_dir: Path, image_size: int, device: str,
                  allow_download: bool):
@@ -75,7 +81,9 @@ class Embedder:
             for layer, rows in embed_rows(self.head, conv, self.fashion_layers,
                                           device=device).items():
                 out[f"vgg16-fashion.{layer}"] = rows
-        return {key: out[key] for key in self.keys}
+        rows = [whitebox_row(photo) for photo in photos]
+        return {key: out[key] for key in self.keys} | {
+            WHITEBOX + f: np.stack([r[f] for r in rows]) for f in rows[0]}
 
 
 class Searcher:
@@ -90,7 +98,9 @@ class Searcher:
         self.category = [row["category"] for row in table.rows]
         self.build_id = self.build.manifest["build_id"]
         self.variants = [self._variant(v, o) for v in variants_of(state)]
-        self.embedder = Embedder(sorted({v.feature_key for v in self.variants}),
+        self.retrained = RetrainedVariants(self.build)
+        keys = {v.feature_key for v in self.variants} | set(self.retrained.cnn_keys)
+        self.embedder = Embedder(sorted(keys),
                                  checkpoint_dir=self.build.path / "checkpoints",
                                  image_size=o.image_size, device=device,
                                  allow_download=o.allow_download)
@@ -106,7 +116,12 @@ class Searcher:
         index = open_index(self.build.path, info, v.metric, search_k=search_k)
         if not isinstance(index, AnnoySearch) and reached.get("nprobe"):
             index.nprobe = reached["nprobe"]
-        return Variant(v.slug, v.feature_key, space, index)
+        return Variant(v.slug, v.feature_key, space, index, features)
+
+    @property
+    def slugs(self) -> list[str]:
+        """Every variant the service answers for: indexed, then retrained."""
+        return [v.slug for v in self.variants] + [r.slug for r in self.retrained.variants]
 
     def search(self, photos: list, k: int) -> list[dict[str, list[dict]]]:
         """Return, per photo, {variant slug: its k nearest catalog items, nearest first:
@@ -123,8 +138,17 @@ class Searcher:
             found = v.index.search(v.space.vectors(features[v.feature_key]), k,
                                    item_rows=self.catalog_rows, exclude=none)
             for p in range(photos):
-                answers[p][v.slug] = [
-                    {"image_id": self.image_id[row], "category": self.category[row],
-                     "distance": round(float(d), 5)}
-                    for row, d in zip(found.idx[p], found.dist[p], strict=True) if row >= 0]
+                answers[p][v.slug] = self._matches(found.idx[p], found.dist[p])
+        bases = {v.slug: v for v in self.variants}
+        for r in self.retrained.variants:
+            for p in range(photos):
+                rows, dist = self.retrained.rank(r, bases[r.model.base], {
+                    key: value[p:p + 1] for key, value in features.items()}, k,
+                    self.catalog_rows)
+                answers[p][r.slug] = self._matches(rows, dist)
         return answers
+
+    def _matches(self, rows, distances) -> list[dict]:
+        return [{"image_id": self.image_id[row], "category": self.category[row],
+                 "distance": round(float(d), 5)}
+                for row, d in zip(rows, distances, strict=True) if row >= 0]

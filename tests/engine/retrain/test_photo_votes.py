@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from retrainkit import run_retrain
 
-from engine.formats.builddir import open_build
+from engine.formats.builddir import open_build, read_build
 from engine.formats.votes import Vote, read_votes, write_votes
 from engine.retrain.challenger import GATE_FAILED, prepare
 from engine.retrain.model import RetrainRefused
@@ -122,3 +122,25 @@ def test_a_photo_row_of_the_wrong_length_is_refused(small, photo_votes, tmp_path
     write_votes(csv, {}, found.votes)
     t = prepare(small, csv, queries=30, seed=1)
     assert t.counts["photos_set_aside"] == {"no_photo_record": PHOTOS}
+
+
+def test_the_service_ranks_a_challenger_as_its_build_ranked_the_pool(round1):
+    """A challenger build served: its retrained variant answers, and for the build's own
+    pool queries, sent as photos, its first match is the one the build paired."""
+    searcher, built = Searcher(round1), read_build(round1)
+    slug = built.variants[-1]["slug"]
+    assert built.variants[-1]["retrained"] and slug in searcher.slugs
+    paired = {p.query_id: p.match_id for p in built.pairs if p.variant == slug}
+    catalog = source_catalog(open_build(round1))
+    index = {image_id: i for i, image_id in enumerate(catalog.image_id)}
+    queries = sorted(paired)
+    answers = searcher.search([catalog[index[q]] for q in queries], k=3)
+    firsts = [a[slug][0]["image_id"] for a in answers]
+    agree = np.mean([f == paired[q] for f, q in zip(firsts, queries, strict=True)])
+    assert agree >= 0.9, agree
+    # not the base's ranking under another name: the build paired most queries otherwise
+    base = {p.query_id: p.match_id for p in built.pairs
+            if p.variant == built.variants[-1]["retrained"]["base"]}
+    assert np.mean([base[q] != paired[q] for q in queries]) > 0.3
+    assert all(len(a[slug]) == 3 and a[slug][0]["distance"] <= a[slug][1]["distance"]
+               for a in answers)

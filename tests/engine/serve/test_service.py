@@ -19,7 +19,7 @@ from click.testing import CliRunner
 from PIL import Image
 
 from engine.builder.catalog import DEFAULT_PATHS, load_catalog
-from engine.builder.whitebox import FAMILIES, whitebox_row
+from engine.builder.whitebox import whitebox_row
 from engine.cli.main import main
 from engine.formats.builddir import thumbnail_bytes
 from engine.serve.app import QueryService
@@ -30,14 +30,14 @@ ROOT = Path(__file__).resolve().parents[3]
 class StandIn:
     """A searcher that answers without networks: what the app does around it."""
 
-    build_id, load_seconds, catalog_rows = "b1", 0.1, [0, 1, 2]
-    variants = [type("V", (), {"slug": "a"})(), type("V", (), {"slug": "b"})()]
+    build_id, load_seconds, catalog_rows, slugs = "b1", 0.1, [0, 1, 2], ["a", "b"]
 
     def __init__(self):
         self.embedder = self
 
     def embed(self, photos):
-        return {"n.l": np.full((len(photos), 3), 0.5, np.float16)}
+        return {"n.l": np.full((len(photos), 3), 0.5, np.float16),
+                "whitebox.lbp": np.full((len(photos), 2), 0.25, np.float32)}
 
     def search_features(self, features, photos, k):
         return [{"a": [{"image_id": "x", "distance": 0.0}] * k, "b": []}
@@ -73,7 +73,7 @@ def test_routes_answers_and_refusals():
     body = call(app, "POST", "/v1/search", png(), "k=1&features=1&keep=1")[1]
     row = np.frombuffer(base64.b64decode(body["features"]["n.l"]), "<f2")
     assert row.tolist() == [0.5, 0.5, 0.5]
-    assert set(body["features"]) == {"n.l"} | {f"whitebox.{f}" for f in FAMILIES}
+    assert set(body["features"]) == {"n.l", "whitebox.lbp"}
     kept = Image.open(io.BytesIO(base64.b64decode(body["photo"])))
     assert kept.format == "JPEG" and kept.size == (16, 16) and not kept.getexif()
     assert call(app, "GET", "/elsewhere")[0] == 404
