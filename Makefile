@@ -6,6 +6,7 @@ BIN := $(VENV)/bin
 APT_PACKAGES := dataset-fashion-mnist chromium postgresql
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 BUILD ?= build/default
+LATEST_FILE := build/.latest
 HOST ?= 127.0.0.1
 PORT ?= 8000
 SERVICE_PORT ?= 8100
@@ -45,12 +46,13 @@ build: setup
 	@echo "Offline evaluation report: $(BUILD)/eval.md"
 
 # The game, and the query service the try-it-out page needs (its log: instance/service.log),
-# stopped together.
+# stopped together. The service searches the latest build (after `make retrain`, the
+# challenger's), so visitors' photos meet every variant the game has.
 demo: build
 	FLASK_DEBUG=$${FLASK_DEBUG:-1} $(BIN)/flask --app webapp db upgrade
 	FLASK_DEBUG=$${FLASK_DEBUG:-1} $(BIN)/flask --app webapp import-build $(BUILD)
-	@mkdir -p instance; \
-	$(BIN)/python -m engine serve --build $(BUILD) --bind $(HOST):$(SERVICE_PORT) --workers 1 \
+	@mkdir -p instance; latest=$$(cat $(LATEST_FILE) 2>/dev/null || echo $(BUILD)); \
+	$(BIN)/python -m engine serve --build $$latest --bind $(HOST):$(SERVICE_PORT) --workers 1 \
 	  > instance/service.log 2>&1 & service=$$!; \
 	trap 'kill $$service 2>/dev/null; wait $$service 2>/dev/null' EXIT; \
 	echo "Dope or Nope is at http://$(HOST):$(PORT)/ and /try (Ctrl-C to stop)"; \
@@ -60,7 +62,6 @@ demo: build
 # Votes in, a challenger out: export the demo database's votes, retrain from the latest
 # build (build/.latest names it after a first round), import the challenger. Stops
 # with exit 3 when the challenger is no better than its parent on held-out votes.
-LATEST_FILE := build/.latest
 retrain: setup
 	@latest=$$(cat $(LATEST_FILE) 2>/dev/null || echo $(BUILD)); \
 	out=build/retrained-$$(date -u +%Y%m%d-%H%M%S); votes=instance/votes-$$(date -u +%Y%m%d-%H%M%S).jsonl; \
