@@ -125,6 +125,19 @@ class PairJudge:
             describe([build.thumbnail_path(i) for i in ids]) if needs_pixels else None)
         self.means: dict[str, float] = {}
 
+    def add_images(self, ids: list[str], categories: list[str], paths: list[Path]) -> None:
+        """Let the taste judge images outside the build too (a visitor's photos, as the
+        garment looks), each with its category and no item id."""
+        first = len(self.row)
+        self.row.update({image_id: first + j for j, image_id in enumerate(ids)})
+        self.category = np.concatenate([self.category, np.array(categories)])
+        self.item = np.concatenate([self.item, np.array([""] * len(ids))])
+        if self.appearance is not None:
+            extra = describe(list(paths))
+            self.appearance = Appearance(
+                *(np.concatenate([getattr(self.appearance, f), getattr(extra, f)])
+                  for f in ("tone", "silhouette", "texture", "colour")))
+
     def features(self, query_ids, match_ids) -> dict[str, np.ndarray]:
         """Return every weighted feature of the pairs, each an array in [0, 1]."""
         qi = np.array([self.row[q] for q in query_ids], dtype=np.int64)
