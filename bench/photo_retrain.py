@@ -95,6 +95,21 @@ class Photos:
         (work / "clean").mkdir(exist_ok=True)
         self.thumbnail_bytes = thumbnail_bytes
         self.eval = self.shoot(self.eval_rows, np.random.default_rng(EVAL_SEED))
+        self.unseen = self.unseen_catalog(build)
+
+    def unseen_catalog(self, build) -> list[dict]:
+        """The catalog items the build has no thumbnail of (the game never showed them,
+        but a photo's match may be any item): their clean pictures for the taste."""
+        index = {image_id: i for i, image_id in enumerate(self.catalog.image_id)}
+        out = []
+        for r in build.table.catalog_rows:
+            row = build.rows[r]
+            if not row.get("thumbnail"):
+                clean = self.work / "clean" / f"{row['image_id']}.png"
+                clean.write_bytes(self.thumbnail_bytes(self.catalog[index[row['image_id']]])[0])
+                out.append({"query_id": row["image_id"], "clean": clean,
+                            "category": row["category"]})
+        return out
 
     def train(self, seed: int) -> list[dict]:
         rng = np.random.default_rng(seed)
@@ -189,7 +204,8 @@ def one_run(args, photos: Photos, taste_name: str, seed: int, work: Path) -> dic
     from engine.retrain.challenger import retrain
 
     train = photos.train(seed)
-    taste, population, judged = taste_judge(args.build, taste_name, train + photos.eval)
+    taste, population, judged = taste_judge(args.build, taste_name,
+                                            train + photos.eval + photos.unseen)
     sim = list(campaign(judged, population, args.votes, seed))
     header, rows = export_votes(judged, sim, taste=taste, population=population, seed=seed)
     pv, records = photo_votes(train, judged, population, judged.build.build_id, seed)
