@@ -121,6 +121,20 @@ def test_the_truth_is_the_mean_approval_of_voters_who_differ_in_taste(small_buil
     assert spread.std(axis=0).max() > 0.3  # look's voters do disagree on some pairs
 
 
+def test_the_taste_judges_an_added_image_as_the_build_image_it_shows(small_build):
+    """A visitor's photo (PairJudge.add_images): a copy of a build image with its
+    category is judged exactly as that image."""
+    judged, _ = judged_for(small_build, "look")
+    (query, match), *_ = judged.pairs[judged.real_slugs()[0]]
+    build = judged.build
+    judged.judge.add_images(["photo:copy"], [build.images[query].category],
+                            [build.thumbnail_path(query)])
+    assert judged.judge.logits(["photo:copy"], [match]) == pytest.approx(
+        judged.judge.logits([query], [match]))
+    assert judged.judge.basis(["photo:copy"], [match]) == pytest.approx(
+        judged.judge.basis([query], [match]))
+
+
 def test_honest_voters_skip_hard_pairs_more():
     import random
 
