@@ -12,7 +12,8 @@ Per taste and crowd seed:
 2. the try-it-out page: P training photos, each distinct first match of the build's
    variants judged once, dope with the honest crowd's mean approval of the pair;
 3. one vote file (format 2, with photo records), retrained twice on the same fresh
-   pool: `--photo-votes ignore` and `use` (published or not: the gate is reported);
+   pool: `--photo-votes ignore` and `use` (published or not: the gate is reported;
+   with `use`, photo weights are learned and gated on the photo votes);
 4. each challenger scored by the taste on E evaluation photos (the same photos in every
    run; the service's first match from the challenger's build) and on the fresh
    catalog pool, against its parent.
@@ -222,6 +223,8 @@ def one_run(args, photos: Photos, taste_name: str, seed: int, work: Path) -> dic
         shutil.rmtree(out)
         run[mode] = {"parent": result.parent, "published": result.published,
                      "gate": result.gate, "used_photo_votes": result.counts["photo_votes"],
+                     "photo_gate": result.photo,
+                     "photo_weights": bool(result.photo and result.photo.get("used")),
                      "photo_gain": round(s["photos"][result.slug] - s["photos"][result.parent], 4),
                      "pool_gain": round(s["pool"][result.slug] - s["pool"][result.parent], 4),
                      "parent_on_photos": round(s["photos"][result.parent], 4),
@@ -231,8 +234,8 @@ def one_run(args, photos: Photos, taste_name: str, seed: int, work: Path) -> dic
 
 def summary(runs: list[dict]) -> list[str]:
     lines = ["| taste | photo votes used | gain on photos (points), per seed | median | "
-             "gain on the catalog pool, per seed | median | published |",
-             "|---|---|---|---:|---|---:|---:|"]
+             "gain on the catalog pool, per seed | median | published | photo weights |",
+             "|---|---|---|---:|---|---:|---:|---:|"]
     for taste in sorted({r["taste"] for r in runs}):
         rs = [r for r in runs if r["taste"] == taste]
         for mode, label in (("ignore", "no"), ("use", "yes")):
@@ -242,7 +245,8 @@ def summary(runs: list[dict]) -> list[str]:
                          f"{statistics.median(photo):+.1f} | "
                          f"{', '.join(f'{g:+.1f}' for g in pool)} | "
                          f"{statistics.median(pool):+.1f} | "
-                         f"{sum(r[mode]['published'] for r in rs)}/{len(rs)} |")
+                         f"{sum(r[mode]['published'] for r in rs)}/{len(rs)} | "
+                         f"{sum(r[mode].get('photo_weights', False) for r in rs)}/{len(rs)} |")
     return lines
 
 

@@ -10,6 +10,19 @@ import click
 from engine.cli.options import checked, usage_errors, vote_file
 
 
+def echo_photo_gate(p: dict) -> None:
+    if "skipped" in p:
+        click.echo(f"Photos: no photo weights ({p['skipped']}); photos are ranked by the "
+                   "challenger's weights")
+        return
+    ranked_by = "the photo weights" if p["used"] else "the challenger's weights"
+    click.echo(f"Photos ({p['held_out_votes']} held-out votes on {p['held_out_queries']} "
+               f"photos): AUC photo weights {p['challenger_auc']:.4f} vs the challenger's "
+               f"{p['catalog_weights_auc']:.4f} (parent {p['parent_auc']:.4f}), gain "
+               f"{p['gain']:+.4f}, 95% lower bound {p['gain_low_95']:+.4f}: photos are "
+               f"ranked by {ranked_by}")
+
+
 @click.command()
 @click.option("--build", "build_dir", type=click.Path(exists=True, file_okay=False,
                                                       path_type=Path), required=True,
@@ -50,9 +63,8 @@ def retrain(build_dir: Path, votes: Path, parent: str, queries: int, photo_votes
     click.echo(f"Gate ({g['held_out_votes']} held-out votes on {g['held_out_queries']} queries): "
                f"AUC challenger {g['challenger_auc']:.4f} vs parent {g['parent_auc']:.4f}, "
                f"gain {g['gain']:+.4f}, 95% lower bound {g['gain_low_95']:+.4f}")
-    for source, a in g.get("by_source", {}).items():
-        click.echo(f"  on {source} votes ({a['votes']}): AUC challenger "
-                   f"{a['challenger_auc']:.4f} vs parent {a['parent_auc']:.4f}")
+    if result.photo:
+        echo_photo_gate(result.photo)
     if not result.published:
         click.echo("The challenger is no better than its parent on held-out votes: "
                    f"no build written (exit {GATE_FAILED}).")

@@ -31,6 +31,7 @@ from engine.retrain.model import (
     learn,
     weight_shares,
 )
+from engine.retrain.photo_metric import learn_photo_weights
 from engine.retrain.photos import PhotoRows, photo_rows
 from engine.retrain.pool import Pool, fresh_pool
 from engine.retrain.publish import MODELS_DIR, write_challenger
@@ -52,6 +53,7 @@ class RetrainResult:
     name: str | None = None
     learned: dict = field(default_factory=dict)
     manifest: dict | None = None
+    photo: dict | None = None  # the photo weights' gate (engine.retrain.photo_metric)
 
 
 # ---------------------------------------------------------------- votes and parent
@@ -84,13 +86,15 @@ def refuse_if_unfit(usable: list, counts: dict) -> None:
         raise RetrainRefused("the vote file has no votes")
     if not usable:
         raise RetrainRefused(f"no usable votes among {counts['total']}: {_why_none(counts)}")
-    verdicts = {v.verdict for v in usable}
-    if len(verdicts) < 2:
-        raise RetrainRefused(f"all {len(usable)} usable votes are {verdicts.pop()}: a metric "
-                             "needs both dope and nope judgments")
-    if len(usable) < MIN_VOTES:
-        raise RetrainRefused(f"{len(usable)} usable votes; retraining needs at least "
-                             f"{MIN_VOTES} judged (dope or nope) votes")
+    catalog = [v for v in usable if v.source == "catalog"]  # they learn the metric
+    verdicts = {v.verdict for v in catalog}
+    if len(verdicts) == 1:
+        raise RetrainRefused(f"all {len(catalog)} usable catalog votes are {verdicts.pop()}: "
+                             "a metric needs both dope and nope judgments")
+    if len(catalog) < MIN_VOTES:
+        raise RetrainRefused(f"{len(catalog)} usable catalog votes; retraining needs at least "
+                             f"{MIN_VOTES} judged (dope or nope) votes from the game (photo "
+                             "votes only refine the challenger for photos)")
 
 
 def _why_none(counts: dict) -> str:
@@ -115,7 +119,7 @@ def choose_parent(parent: str, usable: list, manifest: dict) -> tuple[str, str]:
         return parent, "asked for with --parent"
     tally: dict[str, list[int]] = {s: [0, 0] for s in real}
     # The catalog votes choose: photo votes are another population (docs/retrain.md).
-    for v in [v for v in usable if v.source == "catalog"] or usable:
+    for v in [v for v in usable if v.source == "catalog"]:
         if v.variant in tally:
             tally[v.variant][0] += v.verdict == "dope"
             tally[v.variant][1] += 1
@@ -186,8 +190,8 @@ def training_data(space: FamilySpace, usable: list, model: Model) -> tuple[np.nd
     q = np.array([rows[v.query_id] for v in usable])
     m = np.array([rows[v.match_id] for v in usable])
     raw = space.raw(model.base, q, m)
-    if not model.scales:
-        medians = np.median(raw, axis=0)
+    if not model.scales:  # the catalog votes' medians: photo votes never move the metric
+        medians = np.median(raw[[v.source == "catalog" for v in usable]], axis=0)
         model.scales = {f: float(s) if s > 0 else float(raw[:, i].mean() or 1.0)
                         for i, (f, s) in enumerate(zip(model.families, medians, strict=True))}
     X = raw / np.array([model.scales[f] for f in model.families])
@@ -227,16 +231,30 @@ def retrain(build_dir: str | Path, votes_path: str | Path, out: str | Path, *,
         raise ValueError(f"output directory {out} exists and is not empty")
     t = prepare(build_dir, Path(votes_path), parent=parent, queries=queries, seed=seed,
                 photo_votes=photo_votes)
-    learned = learn(t.X, t.y, t.groups, t.parent_model, seed=seed, sources=t.sources)
+    catalog = t.sources == "catalog"
+    learned = learn(t.X[catalog], t.y[catalog], t.groups[catalog], t.parent_model, seed=seed)
     result = RetrainResult(learned.published, t.parent, t.parent_reason, learned.gate, t.counts)
     if not learned.published and not write_gated:
         return result
-    round_ = t.round
+    model = learned.model
     names = {v["slug"]: v["name"] for v in t.build.manifest["variants"]}
-    result.slug = f"{t.parent_model.base}.r{round_}-{t.counts['file_sha256'][:6]}"
+    result.slug = f"{t.parent_model.base}.r{t.round}-{t.counts['file_sha256'][:6]}"
     result.name = (f"Retrained on {t.counts['usable']:,} votes (from {names[t.parent]})")
-    learned.model.report = {"round": round_, "shares": weight_shares(learned.model, t.X)}
-    result.learned = {"weights": {f: round(w, 5) for f, w in learned.model.weights.items()},
-                      "shares": learned.model.report["shares"]}
-    result.manifest = write_challenger(t, learned.model, result, out, seed=seed)
+    model.report = {"round": t.round, "shares": weight_shares(model, t.X[catalog])}
+    result.learned = {"weights": {f: round(w, 5) for f, w in model.weights.items()},
+                      "shares": model.report["shares"]}
+    if (~catalog).any():
+        refine_for_photos(t, model, result, seed)
+    result.manifest = write_challenger(t, model, result, out, seed=seed)
     return result
+
+
+def refine_for_photos(t: Training, model: Model, result: RetrainResult, seed: int) -> None:
+    """Learn photo weights from the photo votes; keep them on the model if they pass."""
+    photo = t.sources == "photo"
+    found = learn_photo_weights(t.X[photo], t.y[photo], t.groups[photo], model,
+                                t.parent_model, seed=seed)
+    model.photo_weights = found.weights
+    result.photo = found.gate | {"used": found.weights is not None}
+    if found.weights is not None:
+        result.learned["photo_shares"] = found.shares

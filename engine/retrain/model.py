@@ -59,18 +59,29 @@ class Model:
     weights: dict[str, float]
     bias: float = 0.0
     report: dict = field(default_factory=dict)
+    # For visitors' photos (engine.retrain.photo_metric): the weights refined on photo
+    # votes, when they beat `weights` there; None: photos are ranked by `weights`.
+    photo_weights: dict[str, float] | None = None
 
     def vector(self) -> np.ndarray:
         return np.array([self.weights.get(f, 0.0) for f in self.families])
 
+    def photo_vector(self) -> np.ndarray:
+        """Return the weights that rank a visitor's photo's candidates."""
+        weights = self.photo_weights if self.photo_weights is not None else self.weights
+        return np.array([weights.get(f, 0.0) for f in self.families])
+
     def to_dict(self) -> dict:
-        return {"base": self.base, "families": self.families, "scales": self.scales,
-                "weights": self.weights, "bias": self.bias, "report": self.report}
+        out = {"base": self.base, "families": self.families, "scales": self.scales,
+               "weights": self.weights, "bias": self.bias, "report": self.report}
+        return out | ({"photo_weights": self.photo_weights} if self.photo_weights else {})
 
     @classmethod
     def from_dict(cls, d: dict) -> Model:
+        photo = d.get("photo_weights")
         return cls(d["base"], list(d["families"]), dict(d["scales"]), dict(d["weights"]),
-                   float(d.get("bias", 0.0)), dict(d.get("report", {})))
+                   float(d.get("bias", 0.0)), dict(d.get("report", {})),
+                   dict(photo) if photo else None)
 
 
 def family_names(feature_keys: list[str]) -> list[str]:
@@ -201,21 +212,9 @@ class Learned:
     published: bool
 
 
-def by_source(challenger, parent, y, sources) -> dict:
-    """Return the held-out AUCs of challenger and parent on each source's votes."""
-    out = {}
-    for source in sorted(set(sources)):
-        rows = sources == source
-        out[str(source)] = {"votes": int(rows.sum()),
-                            "challenger_auc": round(auc(challenger[rows], y[rows]), 4),
-                            "parent_auc": round(auc(parent[rows], y[rows]), 4)}
-    return out
-
-
 def learn(X: np.ndarray, y: np.ndarray, groups: np.ndarray, parent: Model, *,
-          seed: int, sources: np.ndarray | None = None) -> Learned:
-    """Fit the challenger to judged pairs (rows of X), gate it, refit on everything.
-    With `sources` (catalog, photo), the gate reports each source's AUCs too."""
+          seed: int) -> Learned:
+    """Fit the challenger to judged pairs (rows of X), gate it, refit on everything."""
     rng = np.random.default_rng(seed)
     prior = parent.vector()
     # Round 1: the parent is the base distance alone; fit its slope and bias to the votes.
@@ -238,8 +237,6 @@ def learn(X: np.ndarray, y: np.ndarray, groups: np.ndarray, parent: Model, *,
             "parent_auc": round(auc(parent_scores, y), 4),
             "gain": round(float(gain), 4), "gain_low_95": round(low, 4),
             "lambda_per_fold": cv}
-    if sources is not None and len(set(sources)) > 1:
-        gate["by_source"] = by_source(challenger_scores, parent_scores, y, sources)
     lam_all, _ = choose_lambda(X, y, groups, prior, a, rng)
     a_all, w_all = fit_logistic(X, y, lam=lam_all, prior=prior, bias0=a)
     model = Model(parent.base, parent.families, parent.scales,

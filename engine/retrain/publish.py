@@ -197,7 +197,8 @@ def _lineage_entry(t: Training, result: RetrainResult) -> dict:
             "parent_reason": t.parent_reason, "base": t.parent_model.base,
             "parent_build_id": t.build.build_id, "votes": t.counts,
             "learned": result.learned, "gate": result.gate,
-            "pool": {"queries": len(t.pool), "key": t.pool.key}}
+            "pool": {"queries": len(t.pool), "key": t.pool.key}} | (
+                {"photo_gate": result.photo} if result.photo else {})
 
 
 def _write_manifest(tmp: Path, t: Training, variants: list[dict], rows: list[dict],

@@ -5,7 +5,9 @@ catalog items by a learned distance over feature families. For a photo the servi
 does what the challenger's build did for its pool: the base's candidates from the
 base's index, then the family distances (engine.retrain.families.family_columns)
 between the photo's rows (its network features and white-box families) and each
-candidate's, weighed by the model saved in the build (`retrained/<slug>.json`).
+candidate's, weighed by the model saved in the build (`retrained/<slug>.json`): its
+photo weights when votes on photos taught it some (engine.retrain.photo_metric), else
+the weights the game's votes taught it.
 """
 
 from __future__ import annotations
@@ -73,6 +75,7 @@ class RetrainedVariants:
              for key in r.cnn_keys],
             [(photo[WHITEBOX + f], self.whitebox[f][rows]) for f in r.families])
         model = r.model
-        distance = (raw / np.array([model.scales[f] for f in model.families])) @ model.vector()
+        scaled = raw / np.array([model.scales[f] for f in model.families])
+        distance = scaled @ model.photo_vector()  # its photo weights, when it learned them
         order = np.argsort(distance, kind="stable")[:k]  # ties keep the base's order
         return rows[order], distance[order]
