@@ -215,7 +215,7 @@ def one_run(args, photos: Photos, taste_name: str, seed: int, work: Path) -> dic
     run = {"taste": taste_name, "seed": seed, "catalog_votes": len(rows),
            "photo_votes": len(pv), "photo_dope": round(np.mean([v.verdict == "dope"
                                                                  for v in pv]), 3)}
-    for mode in ("ignore", "use"):
+    for mode in ("ignore", "learn"):
         out = work / f"challenger-{taste_name}-{seed}-{mode}"
         result = retrain(args.build, path, out, parent="auto", queries=500, seed=POOL_SEED,
                          photo_votes=mode, write_gated=True)
@@ -238,7 +238,7 @@ def summary(runs: list[dict]) -> list[str]:
              "|---|---|---|---:|---|---:|---:|---:|"]
     for taste in sorted({r["taste"] for r in runs}):
         rs = [r for r in runs if r["taste"] == taste]
-        for mode, label in (("ignore", "no"), ("use", "yes")):
+        for mode, label in (("ignore", "no"), ("learn", "yes")):
             photo = [100 * r[mode]["photo_gain"] for r in rs]
             pool = [100 * r[mode]["pool_gain"] for r in rs]
             lines.append(f"| {taste} | {label} | {', '.join(f'{g:+.1f}' for g in photo)} | "
@@ -269,9 +269,9 @@ def main(argv=None) -> dict:
                 runs.append(one_run(args, photos, taste, seed, work))
                 r = runs[-1]
                 print(f"{taste} seed {seed}: photo votes {r['photo_votes']}; on photos "
-                      f"{r['ignore']['photo_gain']:+.3f} without, {r['use']['photo_gain']:+.3f} "
+                      f"{r['ignore']['photo_gain']:+.3f} without, {r['learn']['photo_gain']:+.3f} "
                       f"with; on the pool {r['ignore']['pool_gain']:+.3f} / "
-                      f"{r['use']['pool_gain']:+.3f}", flush=True)
+                      f"{r['learn']['pool_gain']:+.3f}", flush=True)
                 if args.out:
                     args.out.write_text(json.dumps({"args": vars(args) | {
                         "build": str(args.build), "out": str(args.out)}, "runs": runs},

@@ -11,6 +11,12 @@ from engine.cli.options import checked, usage_errors, vote_file
 
 
 def echo_photo_gate(p: dict) -> None:
+    if p.get("learned") is False:
+        click.echo(f"Photos ({p['held_out_votes']} votes on {p['held_out_queries']} photos, "
+                   f"never trained on): AUC challenger {p['challenger_auc']:.4f} vs parent "
+                   f"{p['parent_auc']:.4f}; photos are ranked by the challenger's weights "
+                   "(--photo-votes learn to learn photo weights)")
+        return
     if "skipped" in p:
         click.echo(f"Photos: no photo weights ({p['skipped']}); photos are ranked by the "
                    "challenger's weights")
@@ -35,10 +41,11 @@ def echo_photo_gate(p: dict) -> None:
                    "bound in the votes.")
 @click.option("--queries", type=click.IntRange(10, 100_000), default=500, show_default=True,
               help="Size of the fresh query pool every variant gets pairs on.")
-@click.option("--photo-votes", type=click.Choice(["use", "ignore"]), default="use",
-              show_default=True,
-              help="Votes on photos tried on the try-it-out page: use them as training "
-                   "queries (a .jsonl export carries their features) or leave them out.")
+@click.option("--photo-votes", type=click.Choice(["report", "learn", "ignore"]),
+              default="report", show_default=True,
+              help="Votes on photos tried on the try-it-out page (a .jsonl export carries "
+                   "their features): report how challenger and parent rank them, learn "
+                   "photo weights from them too (gated; docs/retrain.md), or leave them out.")
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
 @click.option("--out", type=click.Path(path_type=Path), required=True,
               help="The challenger's build directory (written atomically, only if it passes).")

@@ -31,7 +31,7 @@ from engine.retrain.model import (
     learn,
     weight_shares,
 )
-from engine.retrain.photo_metric import learn_photo_weights
+from engine.retrain.photo_metric import learn_photo_weights, photo_report
 from engine.retrain.photos import PhotoRows, photo_rows
 from engine.retrain.pool import Pool, fresh_pool
 from engine.retrain.publish import MODELS_DIR, write_challenger
@@ -201,7 +201,7 @@ def training_data(space: FamilySpace, usable: list, model: Model) -> tuple[np.nd
 
 
 def prepare(build_dir: Path, votes_path: Path, *, parent: str = "auto", queries: int = 500,
-            seed: int = 0, photo_votes: str = "use") -> Training:
+            seed: int = 0, photo_votes: str = "report") -> Training:
     """Read and check votes and build, choose the parent, draw the pool, make the data."""
     vote_file = read_votes(votes_path)
     build = open_build(build_dir)
@@ -223,7 +223,7 @@ def prepare(build_dir: Path, votes_path: Path, *, parent: str = "auto", queries:
 
 def retrain(build_dir: str | Path, votes_path: str | Path, out: str | Path, *,
             parent: str = "auto", queries: int = 500, seed: int = 0,
-            photo_votes: str = "use", write_gated: bool = False) -> RetrainResult:
+            photo_votes: str = "report", write_gated: bool = False) -> RetrainResult:
     """Learn a challenger from votes; write its build to `out` only if the gate passes
     (or, for experiments that measure the gate, `write_gated` anyway)."""
     build_dir, out = Path(build_dir), Path(out)
@@ -244,14 +244,20 @@ def retrain(build_dir: str | Path, votes_path: str | Path, out: str | Path, *,
     result.learned = {"weights": {f: round(w, 5) for f, w in model.weights.items()},
                       "shares": model.report["shares"]}
     if (~catalog).any():
-        refine_for_photos(t, model, result, seed)
+        refine_for_photos(t, model, result, seed, learn_weights=photo_votes == "learn")
     result.manifest = write_challenger(t, model, result, out, seed=seed)
     return result
 
 
-def refine_for_photos(t: Training, model: Model, result: RetrainResult, seed: int) -> None:
-    """Learn photo weights from the photo votes; keep them on the model if they pass."""
+def refine_for_photos(t: Training, model: Model, result: RetrainResult, seed: int, *,
+                      learn_weights: bool) -> None:
+    """Score the challenger on the photo votes; with learn_weights, learn photo weights
+    from them too and keep them on the model if they pass their gate."""
     photo = t.sources == "photo"
+    if not learn_weights:
+        result.photo = photo_report(t.X[photo], t.y[photo], t.groups[photo], model,
+                                    t.parent_model)
+        return
     found = learn_photo_weights(t.X[photo], t.y[photo], t.groups[photo], model,
                                 t.parent_model, seed=seed)
     model.photo_weights = found.weights

@@ -1,5 +1,11 @@
 """Photo weights: the challenger's metric refined on votes cast on visitors' photos.
 
+By default (`--photo-votes report`) the photo votes only score the challenger and its
+parent on photos. With `--photo-votes learn` they refine photo weights, which on
+simulated phone photos passed their gate yet lowered the approval of photos' first
+matches more often than they raised it (docs/benchmarks.md): opt in, and watch the
+photo board.
+
 Photo votes are another population than the game's (docs/retrain.md, "Votes on tried
 photos"): pooled into one fit they pulled the catalog metric towards what works on
 phone photos and cost the catalog up to 5 points (docs/benchmarks.md). So the catalog
@@ -29,6 +35,16 @@ class PhotoWeights:
     gate: dict
     weights: dict[str, float] | None
     shares: dict[str, float] | None
+
+
+def photo_report(X: np.ndarray, y: np.ndarray, groups: np.ndarray, catalog: Model,
+                 parent: Model) -> dict:
+    """Return how the challenger's weights and its parent's rank the photo votes (AUC of
+    -D between dope and nope; the challenger never saw these votes), learning nothing."""
+    return {"held_out_votes": int(len(y)), "held_out_queries": int(len(np.unique(groups))),
+            "challenger_auc": round(auc(-(X @ catalog.vector()), y), 4),
+            "parent_auc": round(auc(-(X @ parent.photo_vector()), y), 4),
+            "used": False, "learned": False}
 
 
 def learn_photo_weights(X: np.ndarray, y: np.ndarray, groups: np.ndarray, catalog: Model,

@@ -86,7 +86,7 @@ def test_photo_votes_never_move_the_catalog_metric(small, photo_votes, tmp_path)
     result = run_retrain(small, path, tmp_path / "out")
     assert result.exit_code == 0, result.output
     assert f"({len(copies)} of them on tried photos)" in result.output
-    assert f"Photos ({len(copies)} held-out votes on {PHOTOS} photos)" in result.output
+    assert f"Photos ({len(copies)} votes on {PHOTOS} photos, never trained on)" in result.output
     ignored = run_retrain(small, path, tmp_path / "ignored", "--photo-votes", "ignore")
     assert "(0 of them on tried photos)" in ignored.output, ignored.output
     assert f"Photo votes set aside: {len(copies)} (photos: {PHOTOS} ignored)" in ignored.output
@@ -122,7 +122,7 @@ def test_photos_of_another_taste_teach_photo_weights_the_service_uses(small, pho
                                                                       tmp_path):
     found = read_votes(photo_votes[0])
     path = category_photo_votes(found, small, tmp_path / "category.jsonl")
-    result = run_retrain(small, path, tmp_path / "out")
+    result = run_retrain(small, path, tmp_path / "out", "--photo-votes", "learn")
     assert result.exit_code == 0, result.output
     assert "photos are ranked by the photo weights" in result.output, result.output
     lineage = json.loads((tmp_path / "out" / "manifest.json").read_text())["lineage"][-1]
