@@ -124,9 +124,11 @@ def _dynamic_strings(item: Served) -> list[tuple[str, str, bool]]:
             elif isinstance(x, list):
                 stack.extend(x)
             elif isinstance(x, str):
-                out.append((f"{item.url} JSON value", x, False))
                 decoded = decode_signed(x) if x.count(".") >= 2 else None
-                if decoded is not None:
+                if decoded is None:
+                    out.append((f"{item.url} JSON value", x, False))
+                else:  # a signed token: its payload is read; its base64 and signature are
+                    # random, and a short hint ("l2") turns up in them by chance
                     out.append((f"{item.url} JSON value decoded", decoded, True))
     elif "html" in item.content_type:
         out.append((f"{item.url} HTML", item.body.decode("utf-8", "replace"), False))
