@@ -26,6 +26,7 @@ from PIL import Image
 
 WORK = 64
 FAMILIES = ("intensity", "gradient", "profile", "colour", "lbp", "edges")
+KEY_PREFIX = "whitebox."  # a family's feature key: whitebox.<family> (files, photo records)
 EDGE_BINS = np.concatenate([[0.0], np.geomspace(0.005, 0.5, 7), [np.inf]])
 # The 8 neighbours of a pixel, clockwise from the top-left, as (row, column) offsets.
 NEIGHBOURS = ((-1, -1), (-1, 0), (-1, 1), (0, 1), (1, 1), (1, 0), (1, -1), (0, -1))

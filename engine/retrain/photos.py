@@ -21,12 +21,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from engine.builder.whitebox import FAMILIES, family_lengths
+from engine.builder.whitebox import FAMILIES, KEY_PREFIX, family_lengths
 from engine.formats.builddir import OpenBuild
 from engine.formats.votes import PhotoQuery
 from engine.retrain.model import RetrainRefused
-
-WHITEBOX = "whitebox."
 
 
 @dataclass
@@ -53,7 +51,7 @@ def _why_not(photo: PhotoQuery | None, keys: list[str], builds: set[str]) -> str
         return "no_photo_record"
     if photo.build_id not in builds:
         return "other_build"
-    wanted = keys + [WHITEBOX + f for f in FAMILIES]
+    wanted = keys + [KEY_PREFIX + f for f in FAMILIES]
     if any(k not in photo.features for k in wanted):
         return "missing_features"
     return None
@@ -71,7 +69,7 @@ def photo_rows(build: OpenBuild, photos: dict[str, PhotoQuery], voted: list[str]
     """Return the usable photos among `voted` (photo query ids, in first-vote order)."""
     keys, builds = build.feature_keys, lineage_builds(build)
     lengths = {key: build.features(key).shape[1] for key in keys} | \
-        {WHITEBOX + f: n for f, n in family_lengths().items()}
+        {KEY_PREFIX + f: n for f, n in family_lengths().items()}
     out, why = PhotoRows(), Counter()
     usable = []
     for query_id in dict.fromkeys(voted):
@@ -85,7 +83,7 @@ def photo_rows(build: OpenBuild, photos: dict[str, PhotoQuery], voted: list[str]
     out.query_ids = [p.query_id for p in usable]
     out.features = {k: np.array([p.features[k] for p in usable], np.float16).reshape(
         len(usable), lengths[k]) for k in keys}
-    out.whitebox = {f: np.array([p.features[WHITEBOX + f] for p in usable], np.float32)
-                    .reshape(len(usable), lengths[WHITEBOX + f]) for f in FAMILIES}
+    out.whitebox = {f: np.array([p.features[KEY_PREFIX + f] for p in usable], np.float32)
+                    .reshape(len(usable), lengths[KEY_PREFIX + f]) for f in FAMILIES}
     out.set_aside = dict(why)
     return out

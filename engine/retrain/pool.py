@@ -33,7 +33,7 @@ from engine.builder.pairs import (
     search_variant,
 )
 from engine.builder.variants import variants_of
-from engine.builder.whitebox import FAMILIES, whitebox_features
+from engine.builder.whitebox import FAMILIES, KEY_PREFIX, whitebox_features
 from engine.formats.builddir import OpenBuild, feature_path
 
 logger = logging.getLogger(__name__)
@@ -169,7 +169,7 @@ def _load(path: Path) -> Pool | None:
 
 def build_whitebox(build: OpenBuild, catalog, pool_indices: list[int]) -> dict[str, np.ndarray]:
     """Return white-box families for the build's rows then the pool's (cached per build)."""
-    cache = {f: feature_path(build.path, f"whitebox.{f}") for f in FAMILIES}
+    cache = {f: feature_path(build.path, KEY_PREFIX + f) for f in FAMILIES}
     if all(p.is_file() for p in cache.values()):
         own = {f: np.load(p) for f, p in cache.items()}
     else:

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from engine.builder.pairs import duplicate_exclusions, random_control, write_pairs
+from engine.builder.whitebox import KEY_PREFIX
 from engine.formats.builddir import (
     Table,
     atomic_dir,
@@ -140,7 +141,7 @@ def _write_rows_and_features(tmp: Path, t: Training) -> list[dict]:
         np.save(feature_path(tmp, key),
                 combined_features(t.build, key, t.pool.features[key]).astype(np.float16))
     for family, arr in t.pool.whitebox.items():
-        np.save(feature_path(tmp, f"whitebox.{family}"), arr)
+        np.save(feature_path(tmp, KEY_PREFIX + family), arr)
     return rows
 
 

@@ -16,14 +16,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from engine.builder.whitebox import FAMILIES
+from engine.builder.whitebox import FAMILIES, KEY_PREFIX
 from engine.formats.builddir import OpenBuild, feature_path
 from engine.retrain.challenger import load_models
 from engine.retrain.families import family_columns, normalised
 from engine.retrain.model import Model
 from engine.retrain.pool import CANDIDATES
-
-WHITEBOX = "whitebox."
 
 
 @dataclass
@@ -55,7 +53,7 @@ class RetrainedVariants:
 
     @staticmethod
     def _whitebox(build: OpenBuild, family: str) -> np.ndarray:
-        path = feature_path(build.path, f"{WHITEBOX}{family}")
+        path = feature_path(build.path, f"{KEY_PREFIX}{family}")
         if not path.is_file():
             raise ValueError(f"{build.path}: a retrained variant needs {path.name}, which a "
                              "challenger build holds; this build does not")
@@ -73,7 +71,7 @@ class RetrainedVariants:
             base.space.metric, (query, base.space.vectors(base.features[rows])),
             [(normalised(photo[key]), normalised(self.features[key][rows]))
              for key in r.cnn_keys],
-            [(photo[WHITEBOX + f], self.whitebox[f][rows]) for f in r.families])
+            [(photo[KEY_PREFIX + f], self.whitebox[f][rows]) for f in r.families])
         model = r.model
         scaled = raw / np.array([model.scales[f] for f in model.families])
         distance = scaled @ model.photo_vector()  # its photo weights, when it learned them

@@ -21,9 +21,9 @@ from engine.builder.index import AnnoySearch, open_index
 from engine.builder.metric import MetricSpace
 from engine.builder.pairs import default_search_k
 from engine.builder.variants import variants_of
-from engine.builder.whitebox import whitebox_row
+from engine.builder.whitebox import KEY_PREFIX, whitebox_row
 from engine.formats.builddir import open_build
-from engine.serve.retrained import WHITEBOX, RetrainedVariants
+from engine.serve.retrained import RetrainedVariants
 
 MAX_K = 50
 
@@ -83,7 +83,7 @@ class Embedder:
                 out[f"vgg16-fashion.{layer}"] = rows
         rows = [whitebox_row(photo) for photo in photos]
         return {key: out[key] for key in self.keys} | {
-            WHITEBOX + f: np.stack([r[f] for r in rows]) for f in rows[0]}
+            KEY_PREFIX + f: np.stack([r[f] for r in rows]) for f in rows[0]}
 
 
 class Searcher:
